@@ -1,0 +1,118 @@
+//! The HTTP surface: each module owns its routes (`router()`), this one merges them and
+//! adds the layers every request goes through.
+
+mod address;
+pub mod auth;
+mod cart;
+pub mod error;
+mod health;
+mod pages;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use redis::aio::ConnectionManager;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use self::error::{ApiError, Envelope};
+pub use self::pages::Pages;
+use crate::auth::TokenKeys;
+use crate::cart::Cart;
+use crate::clock::Clock;
+use crate::store::Db;
+
+/// What every handler can reach. Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub cart: Arc<dyn Cart>,
+    pub tokens: Arc<TokenKeys>,
+    /// Present when `--redis-url` is set; `/readyz` pings it.
+    pub redis: Option<ConnectionManager>,
+    pub pages: Arc<Pages>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+}
+
+/// Bounds on what one request may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(address::router())
+        .merge(cart::router())
+        .merge(pages::router())
+        .fallback(|req: Request| async move {
+            ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))
+        })
+        // Router::layer wraps what is already there: the last layer added sees a request
+        // first. So a request gets its id, is traced, and only then meets the limits.
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(axum::middleware::map_response(ensure_envelope))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Error answers written by a layer rather than a handler (413 from the body limit, 408
+/// from the timeout) have a plain-text body; give them the envelope every client expects.
+async fn ensure_envelope(response: Response) -> Response {
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    let has_own_body = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/html"));
+    if !is_error || has_own_body {
+        return response;
+    }
+    let mut fresh = ApiError::from_status(status).into_response();
+    *fresh.status_mut() = status;
+    if let Some(id) = response.headers().get(&REQUEST_ID) {
+        fresh.headers_mut().insert(REQUEST_ID, id.clone());
+    }
+    fresh
+}
+
+/// Serves until `shutdown` completes, then stops accepting and lets requests in flight
+/// finish (bounded by the request timeout).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! ordersaga: a checkout and payment orchestrator for an online shop.
+//!
+//! # Layout
+//!
+//! - [`domain`] – plain data: `Money` in fen, ids, users, SKUs, cart lines. No I/O.
+//! - [`store`] – the SQL store on PostgreSQL or SQLite: pools, migrations, queries written
+//!   once for both backends.
+//! - [`cart`] – the `Cart` port and its adapters: Redis (the seed's `Cart_{username}` hash)
+//!   and SQL.
+//! - [`auth`] – JWTs (HS256 or RS256 verify-only) and bcrypt passwords.
+//! - [`http`] – axum routers, one module per resource, the envelope and error mapping,
+//!   pages.
+//! - [`config`] – the command line and its `ORDERSAGA_*` variables.
+//! - [`app`] – wiring configuration into a running service, and shutdown.
+//! - [`clock`] – injected time.
+
+pub mod app;
+pub mod auth;
+pub mod cart;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod store;

@@ -1,0 +1,64 @@
+use anyhow::Context;
+use clap::Parser;
+use ordersaga::config::{Cli, Command, ServeArgs};
+use ordersaga::{app, store};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Migrate(args)) => {
+            let db = app::open_db(&args.db.database_url, 2).await?;
+            tracing::info!(database = %args.db.database_url, "migrations applied");
+            db.close().await;
+            Ok(())
+        }
+        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let state = app::build_state(&args).await?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %args.db.database_url, cart = state.cart.backend_name(), "ordersaga listening");
+    println!(
+        "ordersaga is up: http://{addr}/  (database {})",
+        args.db.database_url
+    );
+    if args.demo {
+        for (user, password, _) in store::DEMO_LOGINS {
+            println!("  demo login: {user} / {password}   http://{addr}/login");
+        }
+    }
+    app::run(listener, state, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining requests");
+}
