@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::actors::{SagaDeps, Sagas};
 use crate::auth::{self, BCRYPT_COST, JWT_SECRET_NAME, TokenKeys};
 use crate::cart::{Cart, RedisCart, SqlCart};
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeArgs;
-use crate::http::{self, AppState, Limits, Pages};
+use crate::domain::IdGenerator;
+use crate::http::{self, AppState, CheckoutSettings, Limits, Pages};
 use crate::store::{self, Db, DbUrl};
 
 /// Opens the database and applies migrations.
@@ -73,9 +75,25 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
         }
     };
 
+    let deps = Arc::new(SagaDeps {
+        db: db.clone(),
+        cart: cart.clone(),
+        clock: clock.clone(),
+        passivate_after: args.passivate_after,
+        sweep_interval: args.sweep_interval,
+    });
+    let (sagas, _supervisor_task) = Sagas::start(deps).await?;
+
     Ok(AppState {
         db,
         cart,
+        sagas,
+        ids: Arc::new(IdGenerator::new(args.worker_id)),
+        checkout: CheckoutSettings {
+            pay_timeout: args.pay_timeout,
+            points_per_order: args.points_per_order,
+            wait: args.checkout_wait,
+        },
         tokens: Arc::new(tokens),
         redis,
         pages: Pages::new(),
@@ -87,15 +105,17 @@ pub async fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
     })
 }
 
-/// Runs the service on `listener` until `shutdown` completes; then HTTP drains and the
-/// pools close.
+/// Runs the service on `listener` until `shutdown` completes; then HTTP drains, the saga
+/// actors stop (their state is already on disk) and the pools close.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
+    let sagas = state.sagas.clone();
     let result = http::serve(listener, state, shutdown).await;
+    sagas.stop().await;
     db.close().await;
     result
 }

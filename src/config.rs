@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP service (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(MigrateArgs),
 }
@@ -94,6 +94,33 @@ pub struct ServeArgs {
     /// Idempotent: existing rows are kept.
     #[arg(long, env = "ORDERSAGA_DEMO")]
     pub demo: bool,
+
+    /// How long a shopper has to pay before the order is closed and everything undone.
+    #[arg(long, env = "ORDERSAGA_PAY_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub pay_timeout: Duration,
+
+    /// Loyalty points awarded per order (revoked if the order is undone).
+    #[arg(long, env = "ORDERSAGA_POINTS_PER_ORDER", default_value_t = 10)]
+    pub points_per_order: i64,
+
+    /// A saga that only waits for payment leaves memory after this long without events;
+    /// its next event or its deadline brings it back.
+    #[arg(long, env = "ORDERSAGA_PASSIVATE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub passivate_after: Duration,
+
+    /// How often expired payment deadlines of sagas out of memory are looked for.
+    #[arg(long, env = "ORDERSAGA_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// How long `POST /api/order` waits for the saga to reach "awaiting payment" before
+    /// answering 202 with the order id.
+    #[arg(long, env = "ORDERSAGA_CHECKOUT_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub checkout_wait: Duration,
+
+    /// This process's worker number in order ids (0-1023); processes sharing a database
+    /// need different ones.
+    #[arg(long, env = "ORDERSAGA_WORKER_ID", default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..1024))]
+    pub worker_id: u16,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ORDERSAGA_BODY_LIMIT", default_value_t = 64 * 1024)]

@@ -3,6 +3,8 @@
 //! # Layout
 //!
 //! - [`domain`] – plain data: `Money` in fen, ids, users, SKUs, cart lines. No I/O.
+//! - [`workflows`] – pure saga state machines: no I/O, no clock, no randomness.
+//! - [`actors`] – ractor actors: `SagaSupervisor` and one `OrderSaga` per active order.
 //! - [`store`] – the SQL store on PostgreSQL or SQLite: pools, migrations, queries written
 //!   once for both backends.
 //! - [`cart`] – the `Cart` port and its adapters: Redis (the seed's `Cart_{username}` hash)
@@ -14,6 +16,7 @@
 //! - [`app`] – wiring configuration into a running service, and shutdown.
 //! - [`clock`] – injected time.
 
+pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod cart;
@@ -22,3 +25,4 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod store;
+pub mod workflows;

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         None => serve(cli.serve).await,
     }
 }

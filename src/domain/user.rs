@@ -39,7 +39,7 @@ impl std::fmt::Display for Username {
 }
 
 /// What a token lets its bearer do. Shoppers are `User`; operators also have `Admin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,

@@ -57,6 +57,9 @@ pub enum ApiError {
     Access(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// The checkout could not reserve these SKUs: nothing was taken.
+    #[error("not enough stock for SKU {}", .0.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "))]
+    OutOfStock(Vec<crate::domain::SkuId>),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("request body too large")]
@@ -84,6 +87,7 @@ impl ApiError {
             }
             ApiError::Access(_) => (StatusCode::FORBIDDEN, code::ACCESS_ERROR),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, code::REPEAT_ERROR),
+            ApiError::OutOfStock(_) => (StatusCode::CONFLICT, code::ERROR),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, code::ERROR),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, code::ERROR),
             ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, code::ERROR),
@@ -122,11 +126,14 @@ impl IntoResponse for ApiError {
         }
         let mut response = (
             status,
-            Json(Envelope::<()> {
+            Json(Envelope::<serde_json::Value> {
                 flag: false,
                 code,
                 message: self.to_string(),
-                data: None,
+                data: match &self {
+                    ApiError::OutOfStock(skus) => Some(serde_json::json!({ "skuIds": skus })),
+                    _ => None,
+                },
             }),
         )
             .into_response();

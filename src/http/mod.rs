@@ -6,6 +6,7 @@ pub mod auth;
 mod cart;
 pub mod error;
 mod health;
+mod order;
 mod pages;
 
 use std::future::Future;
@@ -26,9 +27,11 @@ use tower_http::trace::TraceLayer;
 
 pub use self::error::{ApiError, Envelope};
 pub use self::pages::Pages;
+use crate::actors::Sagas;
 use crate::auth::TokenKeys;
 use crate::cart::Cart;
 use crate::clock::Clock;
+use crate::domain::IdGenerator;
 use crate::store::Db;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
@@ -36,12 +39,24 @@ use crate::store::Db;
 pub struct AppState {
     pub db: Db,
     pub cart: Arc<dyn Cart>,
+    pub sagas: Sagas,
+    pub ids: Arc<IdGenerator>,
+    pub checkout: CheckoutSettings,
     pub tokens: Arc<TokenKeys>,
     /// Present when `--redis-url` is set; `/readyz` pings it.
     pub redis: Option<ConnectionManager>,
     pub pages: Arc<Pages>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+}
+
+/// How checkouts are made.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckoutSettings {
+    pub pay_timeout: Duration,
+    pub points_per_order: i64,
+    /// How long `POST /api/order` waits for the saga before answering 202.
+    pub wait: Duration,
 }
 
 /// Bounds on what one request may take.
@@ -60,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(address::router())
         .merge(cart::router())
+        .merge(order::router())
         .merge(pages::router())
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))

@@ -67,9 +67,10 @@ impl Db {
                 .await?
         });
         let mut roles: Vec<Role> = roles.iter().filter_map(|(r,)| Role::parse(r)).collect();
-        if !roles.contains(&Role::User) {
-            roles.insert(0, Role::User);
-        }
+        // Every account is a shopper; other roles come on top, in a stable order.
+        roles.push(Role::User);
+        roles.sort();
+        roles.dedup();
         Ok(Some(LoginRecord {
             password_hash,
             roles,

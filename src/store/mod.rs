@@ -5,10 +5,20 @@
 //! placeholders on SQLite too); [`on_pool!`] and [`on_tx!`] expand one body per backend so a
 //! query is written once and type-checked twice. Where the dialects differ (`FOR UPDATE SKIP
 //! LOCKED`, `now()`), the function matches on [`Db`] explicitly.
+//!
+//! The saga's participants live here too, one module each (`inventory`, `orders`,
+//! `loyalty`, `pay_log`, `sagas`): functions on a [`StoreTx`], so that a step's effect,
+//! its journal entry and the saga row commit in one transaction.
 
 mod accounts;
 mod catalog;
 mod demo;
+pub mod inventory;
+pub mod loyalty;
+pub mod orders;
+pub mod pay_log;
+pub mod sagas;
+mod tx;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,6 +32,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use accounts::{LoginRecord, NewUser};
 pub use catalog::NewSku;
 pub use demo::{DEMO_LOGINS, seed_demo};
+pub use tx::StoreTx;
 
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -1,1 +1,35 @@
+//! The one integration-test binary (linking is slow on two cores): every module below is a
+//! topic, every test a sentence. Tests talk to real PostgreSQL, Redis and HTTP.
 
+mod support;
+
+/// Defines `mod $name` with the test body run twice: on PostgreSQL with the cart in Redis,
+/// and on SQLite with the cart in SQL.
+macro_rules! on_both_backends {
+    ($(#[$meta:meta])* async fn $name:ident($app:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use crate::support::{Backend, TestApp};
+
+            async fn body($app: TestApp) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                body(TestApp::spawn(Backend::PostgresRedis).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                body(TestApp::spawn(Backend::Sqlite).await).await
+            }
+        }
+    };
+}
+
+mod contracts;
+mod http_auth;
+mod http_basics;
+mod http_cart;
+mod smoke;
