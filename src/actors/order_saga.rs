@@ -100,7 +100,9 @@ impl Actor for OrderSaga {
         msg: SagaMsg,
         st: &mut SagaActorState,
     ) -> Result<(), ActorProcessingErr> {
-        st.last_activity_ms = st.deps.now_ms();
+        if !matches!(msg, SagaMsg::IdleCheck) {
+            st.last_activity_ms = st.deps.now_ms();
+        }
         match msg {
             SagaMsg::Event(event, reply) => {
                 let (outcome, step) = st.apply(&myself, event).await;

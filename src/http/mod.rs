@@ -2,6 +2,7 @@
 //! adds the layers every request goes through.
 
 mod address;
+mod admin;
 pub mod auth;
 mod cart;
 pub mod error;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(address::router())
         .merge(cart::router())
         .merge(order::router())
+        .merge(admin::router())
         .merge(pages::router())
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))

@@ -83,6 +83,16 @@ async fn submit(
         }
         None => None,
     };
+    // A repeated submit answers with the first one's order, before looking at the cart
+    // (which that first checkout has emptied).
+    if let Some(k) = &key
+        && let Some(earlier) = app
+            .db
+            .saga_by_idempotency_key(user.username.as_str(), k)
+            .await?
+    {
+        return respond(&app, earlier).await;
+    }
     let pay_type = form.pay_type.clone().unwrap_or_else(|| "1".into());
     if !matches!(pay_type.as_str(), "0" | "1") {
         return Err(ApiError::invalid(
@@ -120,7 +130,13 @@ async fn submit(
         Created::New => order_id,
         Created::Existing(earlier) => earlier,
     };
-    let state = wait_for(&app, order_id, app.checkout.wait, |s| !s.phase.is_forward()).await?;
+    respond(&app, order_id).await
+}
+
+/// Waits (up to the checkout wait) for the saga to leave its forward steps and answers
+/// with what it became.
+async fn respond(app: &AppState, order_id: OrderId) -> Result<Response, ApiError> {
+    let state = wait_for(app, order_id, app.checkout.wait, |s| !s.phase.is_forward()).await?;
     match state.phase {
         Phase::AwaitingPayment | Phase::Paying | Phase::Completed => {
             Ok(ok("order submitted", summary(&state)))

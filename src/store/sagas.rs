@@ -95,6 +95,22 @@ impl Db {
         Ok(Created::New)
     }
 
+    /// The order an earlier submit with this Idempotency-Key created, if any.
+    pub async fn saga_by_idempotency_key(
+        &self,
+        username: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<OrderId>> {
+        let row: Option<(String,)> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT order_id FROM saga WHERE username = $1 AND idempotency_key = $2")
+                .bind(username)
+                .bind(key)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(id,)| Ok(id.parse()?)).transpose()
+    }
+
     pub async fn load_saga(&self, order: OrderId) -> anyhow::Result<Option<StoredSaga>> {
         let row: Option<(String, i64)> = on_pool!(self, |pool| {
             sqlx::query_as("SELECT data, version FROM saga WHERE order_id = $1")

@@ -28,8 +28,12 @@ macro_rules! on_both_backends {
     };
 }
 
+mod checkout;
+mod compensation;
 mod contracts;
 mod http_auth;
 mod http_basics;
 mod http_cart;
+mod invariants;
+mod passivation;
 mod smoke;

@@ -332,3 +332,78 @@ pub async fn envelope(resp: reqwest::Response) -> (u16, Value) {
     );
     (status, body)
 }
+
+/// Waits until `check` returns true, polling every 20 ms; fails the test after `deadline`.
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// Puts `num` units of `sku` in the user's cart.
+    pub async fn fill_cart(&self, user: &Username, sku: SkuId, num: i64) {
+        let s = self.db().sku(sku).await.unwrap().expect("sku exists");
+        self.state
+            .cart
+            .add(user, &s, ordersaga::domain::CartDelta::new(num).unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// `POST /api/order` with the receiver given inline.
+    pub async fn checkout(&self, token: &str) -> (u16, Value) {
+        let body = serde_json::json!({
+            "receiverContact": "张三", "receiverMobile": "13800138000", "receiverAddress": "深圳市南山区 1 号"
+        });
+        envelope(
+            self.http
+                .post(self.url("/api/order"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Saga states by order id.
+    pub async fn saga_states(&self) -> Vec<(String, String)> {
+        ordersaga::on_pool!(self.db(), |pool| {
+            sqlx::query_as("SELECT order_id, state FROM saga ORDER BY order_id")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        })
+    }
+
+    /// Waits until no saga is mid-step: each is terminal, waiting for payment or stuck.
+    pub async fn wait_settled(&self, deadline: Duration) {
+        wait_until(
+            deadline,
+            "every saga terminal, waiting or stuck",
+            || async {
+                self.saga_states().await.iter().all(|(_, s)| {
+                    matches!(
+                        s.as_str(),
+                        "completed" | "compensated" | "failed" | "stuck" | "awaiting_payment"
+                    )
+                })
+            },
+        )
+        .await;
+    }
+}
