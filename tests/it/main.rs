@@ -36,4 +36,5 @@ mod http_basics;
 mod http_cart;
 mod invariants;
 mod passivation;
+mod recovery;
 mod smoke;

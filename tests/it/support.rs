@@ -407,3 +407,100 @@ impl TestApp {
         .await;
     }
 }
+
+/// The `ordersaga` binary under test: `ORDERSAGA_SMOKE_BIN` (scripts/test.sh points it at
+/// the release build) or the one cargo built with the tests.
+pub fn binary() -> String {
+    std::env::var("ORDERSAGA_SMOKE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ordersaga").to_owned())
+}
+
+/// A running `ordersaga` process. Killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+    /// Every line the process printed on stdout, as it comes.
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts the binary in `dir` with `args` and waits (up to 60 s) for its start-up line.
+    pub fn start(dir: &std::path::Path, args: &[String]) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(binary())
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the binary");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keeps reading to the end, so the process never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut printed = Vec::new();
+        let base = loop {
+            let Ok(line) =
+                rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            else {
+                let _ = child.kill();
+                panic!("no start-up line within 60 s; got {printed:?}");
+            };
+            printed.push(line.clone());
+            if let Some(rest) = line.strip_prefix("ordersaga is up: ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('/')
+                    .to_owned();
+            }
+        };
+        Process {
+            child,
+            base,
+            lines: rx,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to 20 s for a clean exit and returns its status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return exit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running 20 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
