@@ -26,6 +26,12 @@ pub async fn open_db(url: &DbUrl, max_connections: u32) -> anyhow::Result<Db> {
 /// Everything `serve` needs, built from the configuration: the database migrated, demo
 /// data seeded if asked, Redis connected if configured, the token keys ready.
 pub async fn build_state(args: &ServeArgs) -> anyhow::Result<AppState> {
+    anyhow::ensure!(
+        args.checkout_wait < args.request_timeout,
+        "--checkout-wait ({:?}) must be shorter than --request-timeout ({:?})",
+        args.checkout_wait,
+        args.request_timeout
+    );
     let db = open_db(&args.db.database_url, args.db.db_max_connections).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 

@@ -198,8 +198,10 @@ impl SagaActorState {
                 .iter()
                 .any(|c| matches!(c, Command::RaiseAlert(_)));
             if decision.next == saga.state && !has_alerts {
+                // Nothing to record; a due retry still hands back the pending step.
                 self.schedule(myself, &decision.commands);
-                return (decision.outcome, None);
+                let step = decision.commands.iter().find(|c| is_step(c)).cloned();
+                return (decision.outcome, step);
             }
             let result = self
                 .commit(&event, &decision.next, &decision.commands, now)

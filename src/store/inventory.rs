@@ -60,11 +60,13 @@ pub async fn reserve(
             Some(t) if short.is_empty() => {
                 on_conn!(tx, |conn| {
                     sqlx::query(
-                        "INSERT INTO stock_reservation (order_id, sku_id, num, state) VALUES ($1, $2, $3, 'reserved')",
+                        "INSERT INTO stock_reservation (order_id, sku_id, num, state, price)
+                         VALUES ($1, $2, $3, 'reserved', $4)",
                     )
                     .bind(&order_key)
                     .bind(line.sku_id.get())
                     .bind(line.num)
+                    .bind(t.price)
                     .execute(&mut *conn)
                     .await?;
                 });
@@ -94,7 +96,8 @@ pub async fn reserve(
 async fn reserved_before(tx: &mut StoreTx, order_key: &str) -> anyhow::Result<Option<PricedOrder>> {
     let rows: Vec<(i64, i64, String, String, i64, i64)> = on_conn!(tx, |conn| {
         sqlx::query_as(
-            "SELECT r.sku_id, CAST(r.num AS BIGINT), s.name, s.image, CAST(s.price AS BIGINT), s.spu_id
+            "SELECT r.sku_id, CAST(r.num AS BIGINT), s.name, s.image,
+                    CAST(COALESCE(r.price, s.price) AS BIGINT), s.spu_id
              FROM stock_reservation r JOIN tb_sku s ON s.id = r.sku_id
              WHERE r.order_id = $1 ORDER BY r.sku_id",
         )

@@ -97,7 +97,8 @@ pub async fn close(tx: &mut StoreTx, order: OrderId, now_ms: i64) -> anyhow::Res
     Ok(())
 }
 
-/// Records the payment on the order: pay_status 1, pay time, transaction id. Once.
+/// Records the payment on an open, unpaid order: pay_status 1, pay time, transaction id.
+/// Once; a closed order is never marked paid (that payment is an operator alert).
 pub async fn mark_paid(
     tx: &mut StoreTx,
     order: OrderId,
@@ -107,7 +108,7 @@ pub async fn mark_paid(
     on_conn!(tx, |conn| {
         sqlx::query(
             "UPDATE tb_order SET pay_status = '1', pay_time = $2, transaction_id = $3, update_time = $4
-             WHERE id = $1 AND pay_status = '0'",
+             WHERE id = $1 AND pay_status = '0' AND order_status = '0'",
         )
         .bind(order.to_string())
         .bind(ms_to_time(payment.paid_at_ms))

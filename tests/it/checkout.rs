@@ -122,7 +122,8 @@ on_both_backends! {
 async fn hot_sku(backend: Backend) {
     let app = Arc::new(
         TestApp::spawn_with(backend, |args| {
-            args.checkout_wait = Duration::from_secs(120);
+            args.checkout_wait = Duration::from_secs(100);
+            args.request_timeout = Duration::from_secs(120);
         })
         .await,
     );

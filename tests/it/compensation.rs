@@ -272,3 +272,46 @@ impl ParseUser for str {
         ordersaga::domain::Username::parse(self).unwrap()
     }
 }
+
+on_both_backends! {
+    /// A revoke the shopper's balance cannot cover (they spent the points) fails on the
+    /// database's CHECK; the saga retries with backoff, gets stuck with an alert and the
+    /// error code, and an operator's retry finishes the undo once the balance is fixed.
+    async fn a_compensation_that_keeps_failing_gets_stuck_until_an_operator_retries(app) {
+        let (user, token) = app.shopper("wendy").await;
+        app.create_user("chief", "x", &[ordersaga::domain::Role::User, ordersaga::domain::Role::Admin]).await;
+        let chief = app.state.tokens.issue(&"chief".parse_user(), &[ordersaga::domain::Role::User, ordersaga::domain::Role::Admin], chrono::Utc::now()).unwrap();
+        let sku = app.add_sku(5401, 1_000, 5, SkuStatus::OnSale).await;
+        let initial = stock_snapshot(app.db()).await;
+        app.fill_cart(&user, sku, 1).await;
+        let order = order_of(&app, &token).await;
+        let set_points = |n: i64| {
+            let db = app.db().clone();
+            async move {
+                ordersaga::on_pool!(&db, |pool| {
+                    sqlx::query("UPDATE tb_user SET points = $1 WHERE username = 'wendy'").bind(n).execute(pool).await.unwrap();
+                });
+            }
+        };
+        set_points(0).await; // spent elsewhere
+        let (s, _) = app.post(&format!("/api/order/{order}/cancel"), &token).await;
+        assert_eq!(s, 200, "the cancel is accepted even though undoing will take a while");
+        wait_until(Duration::from_secs(60), "saga stuck", || async { state_of(&app, order).await == "stuck" }).await;
+        let stored = app.db().load_saga(order).await.unwrap().unwrap();
+        let error = stored.state.last_error.clone().unwrap();
+        assert!(error.starts_with("SAGA-POINTS-002"), "{error}");
+        let (alerts,): (i64,) = ordersaga::on_pool!(app.db(), |pool| {
+            sqlx::query_as("SELECT COUNT(*) FROM saga_alert WHERE order_id = $1 AND kind = 'stuck'").bind(order.to_string()).fetch_one(pool).await.unwrap()
+        });
+        assert_eq!(alerts, 1);
+        assert_eq!(app.db().sku(sku).await.unwrap().unwrap().num, 4, "nothing after the failing step was undone yet");
+
+        set_points(10).await; // the operator restores the balance
+        let resp = app.http.post(app.url(&format!("/admin/api/sagas/{order}/retry"))).bearer_auth(&chief).send().await.unwrap();
+        assert_eq!(crate::support::envelope(resp).await.0, 200);
+        wait_until(Duration::from_secs(20), "saga compensated", || async { state_of(&app, order).await == "compensated" }).await;
+        assert_eq!(app.db().points(&user).await.unwrap(), Some(0));
+        assert_invariants(app.db(), &initial, 10).await;
+        app.stop().await;
+    }
+}

@@ -147,7 +147,7 @@ pub fn serve_args(db: &TestDb, redis_prefix: Option<&RedisPrefix>) -> ServeArgs 
         points_per_order: 10,
         passivate_after: Duration::from_secs(60),
         sweep_interval: Duration::from_millis(200),
-        checkout_wait: Duration::from_secs(10),
+        checkout_wait: Duration::from_secs(5),
         worker_id: 1,
         body_limit: 16 * 1024,
         request_timeout: Duration::from_secs(10),

@@ -323,13 +323,16 @@ impl Step {
         }
     }
 
-    /// Applies another event on top of this decision (deferred events). The chained
-    /// decision's commands supersede the earlier ones, except alerts, which always stand.
+    /// Applies another event on top of this decision (deferred events). A chained event
+    /// that moves the saga to another phase supersedes the earlier step commands (alerts
+    /// always stand); one that is ignored or only alerts leaves them in place.
     fn chain(&mut self, event: &Event, now_ms: i64) {
         let more = decide(&self.next, event, now_ms);
+        if more.next.phase != self.next.phase {
+            self.commands
+                .retain(|c| matches!(c, Command::RaiseAlert(_)));
+        }
         self.next = more.next;
-        self.commands
-            .retain(|c| matches!(c, Command::RaiseAlert(_)));
         self.commands.extend(more.commands);
     }
 }

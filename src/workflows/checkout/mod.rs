@@ -441,3 +441,5 @@ pub fn pending_command(state: &SagaState) -> Option<Command> {
     }
 }
 
+#[cfg(test)]
+mod tests;

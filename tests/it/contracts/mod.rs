@@ -4,3 +4,4 @@
 mod accounts;
 mod cart;
 mod catalog;
+mod participants;
