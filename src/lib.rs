@@ -24,5 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod queue;
 pub mod store;
 pub mod workflows;
+pub mod wxpay;

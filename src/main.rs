@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
-use ordersaga::config::{Cli, Command, ServeArgs};
+use ordersaga::config::{Cli, Command, ServeArgs, SimArgs};
+use ordersaga::wxpay::sim::{SimConfig, WxPaySim};
 use ordersaga::{app, store};
 use tracing_subscriber::EnvFilter;
 
@@ -20,16 +21,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(args)) => serve(*args).await,
+        Some(Command::WxpaySim(args)) => wxpay_sim(args).await,
         None => serve(cli.serve).await,
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let state = app::build_state(&args).await?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
+    let state = app::build_state(&args, addr).await?;
     tracing::info!(%addr, database = %args.db.database_url, cart = state.cart.backend_name(), "ordersaga listening");
     println!(
         "ordersaga is up: http://{addr}/  (database {})",
@@ -41,6 +43,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     app::run(listener, state, shutdown_signal()).await
+}
+
+async fn wxpay_sim(args: SimArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    let sim = WxPaySim::new(SimConfig {
+        appid: args.appid,
+        mch_id: args.mch_id,
+        key: args.key,
+        min_close_interval: args.min_close_interval,
+        notify_time_scale: args.notify_scale,
+    });
+    println!(
+        "WeChat Pay simulator is up: http://{addr}/  (POST /pay/unifiedorder, /pay/orderquery, /pay/closeorder, /sim/pay, /sim/faults)"
+    );
+    axum::serve(listener, sim.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

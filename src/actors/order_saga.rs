@@ -12,12 +12,13 @@ use tokio::task::JoinHandle;
 
 use super::SagaDeps;
 use super::supervisor::{SagaView, SupervisorMsg};
-use crate::domain::OrderId;
+use crate::domain::{Money, OrderId};
 use crate::store::sagas::{StoredSaga, TransitionError, raise_alert, record_transition};
 use crate::store::{StoreTx, inventory, loyalty, orders, pay_log};
 use crate::workflows::checkout::{
-    Command, Event, Outcome, Phase, SagaState, decide, pending_command,
+    Command, Event, Outcome, Payment, Phase, SagaState, decide, pending_command,
 };
+use crate::wxpay::{CloseOutcome, NativeOrder, TradeState, WxError};
 
 pub struct OrderSaga;
 
@@ -29,6 +30,25 @@ pub enum SagaMsg {
     RetryDue,
     /// Time to check whether the saga has been idle long enough to leave memory.
     IdleCheck,
+    /// The pay page wants the QR code: create the WeChat Native order once.
+    Native(RpcReplyPort<Result<NativeInfo, NativeError>>),
+}
+
+/// What the pay page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeInfo {
+    pub code_url: String,
+    pub out_trade_no: String,
+    pub total_fee: i64,
+    pub deadline_at_ms: i64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NativeError {
+    #[error("the order cannot be paid now: it is {0}")]
+    NotPayable(&'static str),
+    #[error(transparent)]
+    Gateway(#[from] WxError),
 }
 
 pub struct OrderSagaArgs {
@@ -116,6 +136,10 @@ impl Actor for OrderSaga {
                 st.run(&myself, step).await;
             }
             SagaMsg::IdleCheck => {}
+            SagaMsg::Native(reply) => {
+                let result = st.native(&myself).await;
+                let _ = reply.send(result);
+            }
         }
         st.after_message(&myself);
         Ok(())
@@ -151,6 +175,7 @@ fn is_step(cmd: &Command) -> bool {
         | Command::RecordPayment { .. }
         | Command::RevokePoints { .. }
         | Command::CloseOrder { .. }
+        | Command::CloseWxOrder { .. }
         | Command::ReleaseStock { .. } => true,
         Command::ScheduleDeadline { .. }
         | Command::ScheduleRetry { .. }
@@ -234,6 +259,14 @@ impl SagaActorState {
                 step = pending_command(&saga.state).filter(is_step);
                 continue;
             }
+            if let Command::CloseWxOrder {
+                order,
+                not_before_ms,
+            } = cmd
+            {
+                step = self.close_wx(myself, order, not_before_ms).await;
+                continue;
+            }
             step = match self.execute(&cmd).await {
                 Ok(next) => next,
                 Err(StepError::Conflict) => {
@@ -260,6 +293,97 @@ impl SagaActorState {
         }
     }
 
+    /// Closes the WeChat order (never before WeChat's minimum interval) and confirms the
+    /// close with orderquery. A payment found on the way takes the payment path.
+    async fn close_wx(
+        &mut self,
+        myself: &ActorRef<SagaMsg>,
+        order: OrderId,
+        not_before_ms: i64,
+    ) -> Option<Command> {
+        let now = self.deps.now_ms();
+        if now < not_before_ms {
+            let me = myself.clone();
+            let wait = Duration::from_millis((not_before_ms - now) as u64);
+            replace_timer(
+                &mut self.retry_timer,
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = me.cast(SagaMsg::RetryDue);
+                }),
+            );
+            return None;
+        }
+        let key = order.to_string();
+        let gateway = self.deps.gateway.clone();
+        let event = match gateway.close(&key).await {
+            Ok(CloseOutcome::AlreadyClosed | CloseOutcome::NotExist) => Event::WxOrderClosed,
+            Ok(CloseOutcome::Closed | CloseOutcome::AlreadyPaid) => match gateway.query(&key).await {
+                Ok(TradeState::Closed | TradeState::Revoked | TradeState::PayError) => Event::WxOrderClosed,
+                Ok(TradeState::Success(t)) => Event::WxOrderPaid {
+                    payment: Payment { transaction_id: t.transaction_id, amount: Money::from_fen(t.total_fee), paid_at_ms: t.paid_at_ms },
+                },
+                Ok(state @ (TradeState::NotPay | TradeState::UserPaying | TradeState::Accept)) => Event::StepFailed {
+                    error: format!("SAGA-WX-003: closed, but orderquery still says {state:?}; checking again"),
+                },
+                Ok(TradeState::Refund) => Event::StepFailed {
+                    error: "SAGA-WX-004: WeChat reports the order paid and refunded; an operator must decide".into(),
+                },
+                Err(e) if e.err_code() == Some("ORDERNOTEXIST") => Event::WxOrderClosed,
+                Err(e) => Event::StepFailed { error: format!("SAGA-WX-002: confirming the close: {e}") },
+            },
+            Err(e) => Event::StepFailed { error: format!("SAGA-WX-001: closing the WeChat order: {e}") },
+        };
+        self.apply(myself, event).await.1
+    }
+
+    /// Creates the WeChat Native order once (intent journaled first) and returns its QR
+    /// link; later calls return the same link.
+    async fn native(&mut self, myself: &ActorRef<SagaMsg>) -> Result<NativeInfo, NativeError> {
+        let Some(saga) = &self.saga else {
+            return Err(NativeError::NotPayable("unknown"));
+        };
+        if saga.state.phase != Phase::AwaitingPayment {
+            return Err(NativeError::NotPayable(saga.state.phase.name()));
+        }
+        let info = |state: &SagaState, code_url: String| NativeInfo {
+            code_url,
+            out_trade_no: state.request.order_id.to_string(),
+            total_fee: state.pay_money().unwrap_or_default().fen(),
+            deadline_at_ms: state.deadline_at_ms(),
+        };
+        if let Some(code_url) = saga.state.wx.as_ref().and_then(|w| w.code_url.clone()) {
+            return Ok(info(&saga.state, code_url));
+        }
+        if saga.state.wx.is_none() {
+            let now = self.deps.now_ms();
+            let (outcome, _) = self
+                .apply(myself, Event::WxOrderRequested { at_ms: now })
+                .await;
+            if outcome != Outcome::Applied {
+                return Err(NativeError::NotPayable("busy"));
+            }
+        }
+        let state = self
+            .saga
+            .as_ref()
+            .map(|s| s.state.clone())
+            .ok_or(NativeError::NotPayable("unknown"))?;
+        // The same parameters every time: a re-entry after a crash gets the same code_url.
+        let request = NativeOrder {
+            out_trade_no: state.request.order_id.to_string(),
+            total_fee: state.pay_money().unwrap_or_default().fen(),
+            time_expire: crate::store::orders::ms_to_time(state.deadline_at_ms()),
+        };
+        let prepay = self.deps.gateway.create_native(&request).await?;
+        let created = Event::WxOrderCreated {
+            prepay_id: prepay.prepay_id,
+            code_url: prepay.code_url.clone(),
+        };
+        self.apply(myself, created).await;
+        Ok(info(&state, prepay.code_url))
+    }
+
     /// Executes one step: the participant's effect, the transition and its alerts commit
     /// together. Returns the next step.
     async fn execute(&mut self, cmd: &Command) -> Result<Option<Command>, StepError> {
@@ -282,7 +406,7 @@ impl SagaActorState {
             .begin_write()
             .await
             .map_err(|e| StepError::Failed(format!("SAGA-STORE-002: {e}")))?;
-        let event = match effect(&mut tx, cmd, &saga.state, now).await {
+        let event = match effect(&mut tx, cmd, &saga.state, now, self.deps.first_check_ms).await {
             Ok(Effect::Keep(event)) => event,
             Ok(Effect::RollBack(event)) => {
                 // Short of stock: the lines this transaction already took go back first.
@@ -443,6 +567,7 @@ fn error_code(cmd: &Command) -> &'static str {
         Command::RevokePoints { .. } => "SAGA-POINTS-002",
         Command::ClearCart { .. } => "SAGA-CART-002",
         Command::EnqueuePayLog { .. } => "SAGA-PAYLOG-001",
+        Command::CloseWxOrder { .. } => "SAGA-WX-001",
         Command::ScheduleDeadline { .. }
         | Command::ScheduleRetry { .. }
         | Command::RaiseAlert(_) => "SAGA-INTERNAL-001",
@@ -462,6 +587,7 @@ async fn effect(
     cmd: &Command,
     state: &SagaState,
     now: i64,
+    first_check_ms: i64,
 ) -> anyhow::Result<Effect> {
     Ok(Effect::Keep(match cmd {
         Command::ReserveStock { order, lines } => {
@@ -486,7 +612,16 @@ async fn effect(
         }
         Command::ClearCart { .. } => Event::CartCleared,
         Command::EnqueuePayLog { order, amount } => {
-            pay_log::enqueue(tx, *order, &state.request.username, *amount, now).await?;
+            let first_check = now + first_check_ms;
+            pay_log::enqueue(
+                tx,
+                *order,
+                &state.request.username,
+                *amount,
+                now,
+                first_check,
+            )
+            .await?;
             Event::PayLogEnqueued
         }
         Command::RecordPayment { order, payment } => {
@@ -508,10 +643,12 @@ async fn effect(
             inventory::release(tx, *order).await?;
             Event::StockReleased
         }
-        Command::ScheduleDeadline { .. }
+        // A remote call: `close_wx` runs it outside any transaction.
+        Command::CloseWxOrder { .. }
+        | Command::ScheduleDeadline { .. }
         | Command::ScheduleRetry { .. }
         | Command::RaiseAlert(_) => {
-            anyhow::bail!("not a step command: {cmd:?}")
+            anyhow::bail!("not a local step command: {cmd:?}")
         }
     }))
 }

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::watch;
 
 use super::SagaDeps;
-use super::order_saga::{OrderSaga, OrderSagaArgs, SagaMsg};
+use super::order_saga::{NativeError, NativeInfo, OrderSaga, OrderSagaArgs, SagaMsg};
 use crate::domain::OrderId;
 use crate::workflows::checkout::{Event, Outcome, SagaState};
 
@@ -35,6 +35,11 @@ pub enum SupervisorMsg {
         order: OrderId,
         event: Event,
         reply: Option<RpcReplyPort<Outcome>>,
+    },
+    /// The pay page asks for the saga's WeChat Native order.
+    Native {
+        order: OrderId,
+        reply: RpcReplyPort<Result<NativeInfo, NativeError>>,
     },
     /// The saga's actor is idle or finished: drain and forget it.
     Passivate { order: OrderId, actor: ActorId },
@@ -124,6 +129,12 @@ impl Actor for SagaSupervisor {
                 st.activate(&myself, order).await?;
                 if let Some(active) = st.active.get(&order) {
                     let _ = active.actor.cast(SagaMsg::Event(event, reply));
+                }
+            }
+            SupervisorMsg::Native { order, reply } => {
+                st.activate(&myself, order).await?;
+                if let Some(active) = st.active.get(&order) {
+                    let _ = active.actor.cast(SagaMsg::Native(reply));
                 }
             }
             SupervisorMsg::Passivate { order, actor } => {
@@ -276,6 +287,17 @@ impl Sagas {
                 reply: Some(reply)
             },
             CALL_TIMEOUT.as_millis() as u64
+        )
+        .map_err(|e| anyhow::anyhow!("saga {order} did not answer: {e}"))
+    }
+
+    /// The saga's WeChat Native order (created on the first call). Waits for WeChat's
+    /// answer, which the client bounds (5 s a call, 3 attempts).
+    pub async fn native(&self, order: OrderId) -> anyhow::Result<Result<NativeInfo, NativeError>> {
+        ractor::call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Native { order, reply },
+            25_000
         )
         .map_err(|e| anyhow::anyhow!("saga {order} did not answer: {e}"))
     }

@@ -68,6 +68,9 @@ pub enum ApiError {
     Timeout,
     #[error("{0}")]
     Unavailable(String),
+    /// The payment provider failed or refused: 502, code 20004.
+    #[error("payment provider: {0}")]
+    Remote(String),
     /// Logged with its cause chain; the client only learns that something failed.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, code::ERROR),
             ApiError::Timeout => (StatusCode::REQUEST_TIMEOUT, code::ERROR),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, code::ERROR),
+            ApiError::Remote(_) => (StatusCode::BAD_GATEWAY, code::REMOTE_ERROR),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::ERROR),
         }
     }

@@ -9,6 +9,7 @@ pub mod error;
 mod health;
 mod order;
 mod pages;
+mod pay;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,11 +30,14 @@ use tower_http::trace::TraceLayer;
 pub use self::error::{ApiError, Envelope};
 pub use self::pages::Pages;
 use crate::actors::Sagas;
+use crate::actors::reconciler::Reconciler;
 use crate::auth::TokenKeys;
 use crate::cart::Cart;
 use crate::clock::Clock;
 use crate::domain::IdGenerator;
 use crate::store::Db;
+use crate::wxpay::WxPayConfig;
+use crate::wxpay::sim::WxPaySim;
 
 /// What every handler can reach. Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -41,6 +45,8 @@ pub struct AppState {
     pub db: Db,
     pub cart: Arc<dyn Cart>,
     pub sagas: Sagas,
+    /// The pay-log reconciler (its cron job ticks it).
+    pub reconciler: Reconciler,
     pub ids: Arc<IdGenerator>,
     pub checkout: CheckoutSettings,
     pub tokens: Arc<TokenKeys>,
@@ -49,6 +55,10 @@ pub struct AppState {
     pub pages: Arc<Pages>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+    /// Who we are at WeChat Pay: the notify endpoint checks appid, mch_id and signature.
+    pub wxpay: Arc<WxPayConfig>,
+    /// The embedded simulator in `--wxpay sim` mode, mounted at /wxpay-sim.
+    pub wxpay_sim: Option<Arc<WxPaySim>>,
 }
 
 /// How checkouts are made.
@@ -58,6 +68,8 @@ pub struct CheckoutSettings {
     pub points_per_order: i64,
     /// How long `POST /api/order` waits for the saga before answering 202.
     pub wait: Duration,
+    /// WeChat's minimum interval between unifiedorder and closeorder.
+    pub wx_min_close_interval: Duration,
 }
 
 /// Bounds on what one request may take.
@@ -71,13 +83,15 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     let limits = state.limits;
-    Router::new()
+    let sim = state.wxpay_sim.clone();
+    let app = Router::new()
         .merge(health::router())
         .merge(auth::router())
         .merge(address::router())
         .merge(cart::router())
         .merge(order::router())
         .merge(admin::router())
+        .merge(pay::router())
         .merge(pages::router())
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
@@ -97,7 +111,12 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    match sim {
+        // The simulator speaks WeChat's XML, not our envelope: it sits beside the API.
+        Some(sim) => app.nest_service(crate::app::SIM_MOUNT, sim.router()),
+        None => app,
+    }
 }
 
 /// Error answers written by a layer rather than a handler (413 from the body limit, 408
@@ -105,11 +124,13 @@ pub fn router(state: AppState) -> Router {
 async fn ensure_envelope(response: Response) -> Response {
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
+    // Handlers write JSON (the envelope), HTML (pages) or XML (WeChat's notify replies);
+    // layers write plain text or nothing.
     let has_own_body = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/html"));
+        .is_some_and(|ct| !ct.starts_with("text/plain"));
     if !is_error || has_own_body {
         return response;
     }

@@ -121,6 +121,7 @@ async fn submit(
         points: app.checkout.points_per_order,
         created_at_ms: now,
         deadline_at_ms: now + app.checkout.pay_timeout.as_millis() as i64,
+        wx_min_close_ms: app.checkout.wx_min_close_interval.as_millis() as i64,
     };
     let order_id = match app
         .db

@@ -21,6 +21,8 @@ pub fn router() -> Router<AppState> {
         .route("/", get(home))
         .route("/login", get(login_page).post(login_form))
         .route("/static/sku.svg", get(sku_image))
+        .route("/pay", get(pay_page))
+        .route("/pay/success", get(pay_success_page))
 }
 
 /// The page templates, parsed once at start-up.
@@ -35,6 +37,11 @@ impl Pages {
             ("base.html", include_str!("../../templates/base.html")),
             ("login.html", include_str!("../../templates/login.html")),
             ("home.html", include_str!("../../templates/home.html")),
+            ("pay.html", include_str!("../../templates/pay.html")),
+            (
+                "pay_success.html",
+                include_str!("../../templates/pay_success.html"),
+            ),
         ] {
             env.add_template(name, source)
                 .expect("templates compiled into the binary parse");
@@ -123,6 +130,76 @@ async fn home(
         .render(
             "home.html",
             context! { username => user.username.as_str(), is_admin => user.is_admin(), addresses, cart, skus },
+        )?
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PayQuery {
+    order_id: Option<String>,
+}
+
+/// `/pay?orderId=`: the QR code, the amount, a countdown and the status, polled.
+async fn pay_page(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<PayQuery>,
+) -> Result<Response, ApiError> {
+    let saga = super::pay::owned(&state, &user, q.order_id.as_deref()).await?;
+    if saga.payment.is_some() {
+        return Ok(
+            Redirect::to(&format!("/pay/success?orderId={}", saga.request.order_id))
+                .into_response(),
+        );
+    }
+    let payable = saga.phase == crate::workflows::checkout::Phase::AwaitingPayment;
+    // Creating the WeChat order here, not in the browser, so a failure shows on the page.
+    let native_error = if payable {
+        super::pay::native_info(&state, saga.request.order_id)
+            .await
+            .err()
+            .map(|e| e.to_string())
+    } else {
+        None
+    };
+    Ok(state
+        .pages
+        .render(
+            "pay.html",
+            context! {
+                username => user.username.as_str(),
+                order_id => saga.request.order_id.to_string(),
+                pay_money => saga.pay_money().map(|m| m.fen()).unwrap_or_default(),
+                deadline_ms => saga.deadline_at_ms(),
+                state => saga.phase.name(),
+                payable,
+                native_error,
+                simulator => state.wxpay_sim.is_some(),
+                sim_mount => crate::app::SIM_MOUNT,
+            },
+        )?
+        .into_response())
+}
+
+async fn pay_success_page(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<PayQuery>,
+) -> Result<Response, ApiError> {
+    let saga = super::pay::owned(&state, &user, q.order_id.as_deref()).await?;
+    Ok(state
+        .pages
+        .render(
+            "pay_success.html",
+            context! {
+                username => user.username.as_str(),
+                order_id => saga.request.order_id.to_string(),
+                pay_money => saga.pay_money().map(|m| m.fen()).unwrap_or_default(),
+                state => saga.phase.name(),
+                paid => saga.payment.is_some(),
+                transaction_id => saga.payment.as_ref().map(|p| p.transaction_id.clone()),
+            },
         )?
         .into_response())
 }

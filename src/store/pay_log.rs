@@ -1,19 +1,20 @@
-//! The pay-log queue's SQL record: one row per order waiting for payment. The reconciler
-//! (a later issue) drains it; the saga writes and removes it.
+//! The pay-log queue's SQL record: one row per order waiting for payment. The saga writes
+//! and removes it inside its own transactions; the reconciler (`queue`, `PayReconciler`)
+//! drains it.
 
 use super::StoreTx;
 use crate::domain::{Money, OrderId};
 use crate::on_conn;
 
-/// First check of a new entry: WeChat's notification usually comes within seconds.
-pub const FIRST_CHECK_AFTER_MS: i64 = 10_000;
-
+/// Writes the order's pay log, first checked at `first_check_at_ms` (WeChat's notification
+/// usually comes before).
 pub async fn enqueue(
     tx: &mut StoreTx,
     order: OrderId,
     user: &str,
     amount: Money,
     now_ms: i64,
+    first_check_at_ms: i64,
 ) -> anyhow::Result<()> {
     on_conn!(tx, |conn| {
         sqlx::query(
@@ -24,7 +25,7 @@ pub async fn enqueue(
         .bind(user)
         .bind(amount.fen())
         .bind(now_ms)
-        .bind(now_ms + FIRST_CHECK_AFTER_MS)
+        .bind(first_check_at_ms)
         .execute(&mut *conn)
         .await?;
     });

@@ -261,3 +261,30 @@ pub async fn raise_alert(tx: &mut StoreTx, alert: &Alert, now_ms: i64) -> anyhow
     });
     Ok(())
 }
+
+/// Records an alert that is not a workflow decision (e.g. the reconciler finding a refund),
+/// once per (kind, order, detail).
+pub async fn record_alert(
+    db: &Db,
+    order: OrderId,
+    kind: &str,
+    detail: &str,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    let dedup = format!("{kind}:{order}:{detail}");
+    let data = serde_json::json!({ "kind": kind, "order": order, "detail": detail }).to_string();
+    on_pool!(db, |pool| {
+        sqlx::query(
+            "INSERT INTO saga_alert (order_id, kind, dedup_key, data, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(order.to_string())
+        .bind(kind)
+        .bind(dedup)
+        .bind(data)
+        .bind(now_ms)
+        .execute(pool)
+        .await?;
+    });
+    Ok(())
+}

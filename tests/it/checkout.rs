@@ -181,12 +181,4 @@ async fn hot_sku(backend: Backend) {
     Arc::into_inner(app).expect("all tasks done").stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hot_sku_sells_exactly_its_stock_on_postgres() {
-    hot_sku(Backend::PostgresRedis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hot_sku_sells_exactly_its_stock_on_sqlite() {
-    hot_sku(Backend::Sqlite).await;
-}
+each_backend!(hot_sku_sells_exactly_its_stock, hot_sku);

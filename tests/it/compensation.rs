@@ -103,15 +103,10 @@ async fn unpaid_orders_compensate(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_and_expired_orders_give_everything_back_on_postgres() {
-    unpaid_orders_compensate(Backend::PostgresRedis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_and_expired_orders_give_everything_back_on_sqlite() {
-    unpaid_orders_compensate(Backend::Sqlite).await;
-}
+each_backend!(
+    cancelled_and_expired_orders_give_everything_back,
+    unpaid_orders_compensate
+);
 
 /// A cancel and a payment delivered at the same moment: each order ends either paid or
 /// undone, never both, never neither; a payment that loses is an alert (refund needed).
@@ -202,15 +197,10 @@ async fn cancel_races_payment(backend: Backend) {
     Arc::into_inner(app).unwrap().stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_racing_a_payment_ends_in_exactly_one_outcome_on_postgres() {
-    cancel_races_payment(Backend::PostgresRedis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_racing_a_payment_ends_in_exactly_one_outcome_on_sqlite() {
-    cancel_races_payment(Backend::Sqlite).await;
-}
+each_backend!(
+    a_cancel_racing_a_payment_ends_in_exactly_one_outcome,
+    cancel_races_payment
+);
 
 on_both_backends! {
     async fn wrong_amounts_and_late_payments_never_complete_an_order(app) {

@@ -130,7 +130,9 @@ async fn tokens_survive_a_restart_when_the_secret_is_generated() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (_, token) = app.shopper("frank").await;
     let args = crate::support::serve_args(&app.db, None);
-    let second = ordersaga::app::build_state(&args).await.unwrap();
+    let second = ordersaga::app::build_state(&args, "127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
     assert!(second.tokens.verify(&token).is_ok());
     app.stop().await;
 }

@@ -28,6 +28,26 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Defines `mod $name` running the async fn `$run(backend)` on each backend, for tests that
+/// need their own configuration or setup per backend.
+macro_rules! each_backend {
+    ($name:ident, $run:ident) => {
+        mod $name {
+            use crate::support::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                super::$run(Backend::PostgresRedis).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$run(Backend::Sqlite).await
+            }
+        }
+    };
+}
+
 mod checkout;
 mod compensation;
 mod contracts;
@@ -36,5 +56,6 @@ mod http_basics;
 mod http_cart;
 mod invariants;
 mod passivation;
+mod payments;
 mod recovery;
 mod smoke;

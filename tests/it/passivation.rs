@@ -80,12 +80,4 @@ async fn passivation(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn passivated_sagas_still_complete_and_expire_on_postgres() {
-    passivation(Backend::PostgresRedis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn passivated_sagas_still_complete_and_expire_on_sqlite() {
-    passivation(Backend::Sqlite).await;
-}
+each_backend!(passivated_sagas_still_complete_and_expire, passivation);

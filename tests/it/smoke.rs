@@ -74,3 +74,33 @@ async fn the_binary_with_demo_data_comes_up_on_sqlite_and_demo_can_log_in() {
         "SIGTERM ends with a clean exit, got {exit:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_runs_on_its_own_and_speaks_wechat_xml() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["wxpay-sim", "--bind", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let process = Process::start_until(dir.path(), &args, "WeChat Pay simulator is up: ");
+    let http = reqwest::Client::new();
+    // An unsigned request is refused the way WeChat refuses it: return_code FAIL, in XML.
+    let resp = http
+        .post(format!("{}/pay/orderquery", process.base))
+        .body("<xml><out_trade_no>1</out_trade_no></xml>")
+        .send()
+        .await
+        .unwrap();
+    let fields = ordersaga::wxpay::xml::parse(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(fields["return_code"], "FAIL");
+    let faults: serde_json::Value = http
+        .get(format!("{}/sim/faults", process.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(faults["dropAllNotifications"], false, "{faults}");
+    assert!(process.terminate().await.success());
+}

@@ -6,10 +6,11 @@ use std::time::Duration;
 use chrono::Utc;
 use ordersaga::app;
 use ordersaga::auth::hash_password;
-use ordersaga::config::{DatabaseArgs, ServeArgs};
+use ordersaga::config::{Backoff, DatabaseArgs, ServeArgs, WxPayArgs, WxPayMode};
 use ordersaga::domain::{Address, Money, Role, SkuId, SkuStatus, Username};
 use ordersaga::http::AppState;
 use ordersaga::store::{Db, DbUrl, NewSku, NewUser};
+use ordersaga::wxpay::SignType;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -149,6 +150,31 @@ pub fn serve_args(db: &TestDb, redis_prefix: Option<&RedisPrefix>) -> ServeArgs 
         sweep_interval: Duration::from_millis(200),
         checkout_wait: Duration::from_secs(5),
         worker_id: 1,
+        wxpay: WxPayArgs {
+            mode: WxPayMode::Sim,
+            base_url: None,
+            appid: None,
+            mch_id: None,
+            key: None,
+            sign_type: SignType::HmacSha256,
+            notify_url: None,
+            // Short, so tests can see the rule without waiting five minutes.
+            min_close_interval: Duration::from_millis(500),
+            spbill_create_ip: "127.0.0.1".into(),
+            body: "畅购商城-订单".into(),
+            sim_notify_scale: 0.001,
+        },
+        // Tests drive the reconciler themselves unless they turn the schedule on.
+        reconcile_cron: "off".into(),
+        reconcile_concurrency: 2,
+        wxpay_qps: 200.0,
+        reconcile_backoff: Backoff(vec![
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+            Duration::from_millis(400),
+        ]),
+        reconcile_lease: Duration::from_secs(2),
+        reconcile_batch: 20,
         body_limit: 16 * 1024,
         request_timeout: Duration::from_secs(10),
     }
@@ -176,9 +202,9 @@ impl TestApp {
         let redis = (backend == Backend::PostgresRedis).then(RedisPrefix::new);
         let mut args = serve_args(&db, redis.as_ref());
         tweak(&mut args);
-        let state = app::build_state(&args).await.expect("build state");
         let listener = tokio::net::TcpListener::bind(args.bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let state = app::build_state(&args, addr).await.expect("build state");
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app::run(listener, state.clone(), async move {
             let _ = rx.await;
@@ -424,8 +450,14 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts the binary in `dir` with `args` and waits (up to 60 s) for its start-up line.
+    /// Starts `ordersaga serve` in `dir` with `args` and waits (up to 60 s) for its start-up line.
     pub fn start(dir: &std::path::Path, args: &[String]) -> Process {
+        Self::start_until(dir, args, "ordersaga is up: ")
+    }
+
+    /// Starts the binary with `args` and waits for the line starting with `ready`, which
+    /// carries the base URL.
+    pub fn start_until(dir: &std::path::Path, args: &[String], ready: &str) -> Process {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(binary())
             .args(args)
@@ -455,7 +487,7 @@ impl Process {
                 panic!("no start-up line within 60 s; got {printed:?}");
             };
             printed.push(line.clone());
-            if let Some(rest) = line.strip_prefix("ordersaga is up: ") {
+            if let Some(rest) = line.strip_prefix(ready) {
                 break rest
                     .split_whitespace()
                     .next()

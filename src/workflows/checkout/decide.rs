@@ -2,8 +2,8 @@
 
 use super::compensate;
 use super::{
-    Alert, Command, CompStep, Decision, EndReason, Event, Outcome, Phase, SagaState,
-    pending_command,
+    Alert, Command, CompStep, Decision, EndReason, Event, Outcome, Payment, Phase, SagaState,
+    WxOrder, pending_command,
 };
 
 /// A forward step that fails this many times in a row undoes the saga.
@@ -101,23 +101,7 @@ pub fn decide(state: &SagaState, event: &Event, now_ms: i64) -> Decision {
 
         // ---- waiting for payment ------------------------------------------------------
         (Phase::AwaitingPayment, Event::PaymentConfirmed { payment }) => {
-            let expected = state.pay_money().unwrap_or_default();
-            if payment.amount == expected {
-                d.next.payment = Some(payment.clone());
-                d.next.reached = Phase::Paying;
-                d.next.phase = Phase::Paying;
-                d.next.attempts = 0;
-                d.commands.push(Command::RecordPayment {
-                    order: state.request.order_id,
-                    payment: payment.clone(),
-                });
-            } else {
-                d.alert(Alert::WrongAmount {
-                    order: state.request.order_id,
-                    expected,
-                    payment: payment.clone(),
-                });
-            }
+            d.take_payment(payment);
         }
         (Phase::AwaitingPayment, Event::CancelRequested { by }) => {
             d.undo(EndReason::Cancelled { by: by.clone() })
@@ -176,6 +160,52 @@ pub fn decide(state: &SagaState, event: &Event, now_ms: i64) -> Decision {
                 });
             }
         }
+        // Closing the WeChat order found it paid (ORDERPAID): the payment wins over the
+        // cancel or deadline. With the wrong amount it can be neither closed nor kept:
+        // refund needed, and the undo goes on.
+        (
+            Phase::Compensating(CompStep::CloseWxOrder) | Phase::Stuck(CompStep::CloseWxOrder),
+            Event::WxOrderPaid { payment },
+        ) => {
+            if !d.take_payment(payment) {
+                d.compensated(CompStep::CloseWxOrder);
+            }
+        }
+        // A notification (or an operator) while the close is pending: nothing was given
+        // back yet, so a right payment still completes the order. A wrong one is only an
+        // alert: the close step still has to learn WeChat's own view.
+        (
+            Phase::Compensating(CompStep::CloseWxOrder) | Phase::Stuck(CompStep::CloseWxOrder),
+            Event::PaymentConfirmed { payment },
+        ) => {
+            d.take_payment(payment);
+        }
+        (_, Event::WxOrderPaid { payment }) => match state.phase {
+            // Not closing: a stale result. A payment WeChat reports is never dropped silently.
+            Phase::Paying | Phase::Completed
+                if state
+                    .payment
+                    .as_ref()
+                    .is_some_and(|p| p.transaction_id == payment.transaction_id) =>
+            {
+                d.ignore("the payment is already recorded")
+            }
+            Phase::Started
+            | Phase::StockReserved
+            | Phase::OrderWritten
+            | Phase::PointsAwarded
+            | Phase::CartCleared
+            | Phase::AwaitingPayment
+            | Phase::Paying
+            | Phase::Compensating(_)
+            | Phase::Stuck(_)
+            | Phase::Completed
+            | Phase::Compensated
+            | Phase::Failed => d.alert(Alert::PaidAfterClose {
+                order: state.request.order_id,
+                payment: payment.clone(),
+            }),
+        },
         (
             Phase::Compensating(_) | Phase::Stuck(_) | Phase::Compensated | Phase::Failed,
             Event::PaymentConfirmed { payment },
@@ -183,6 +213,46 @@ pub fn decide(state: &SagaState, event: &Event, now_ms: i64) -> Decision {
             order: state.request.order_id,
             payment: payment.clone(),
         }),
+
+        // ---- the WeChat order -------------------------------------------------------------
+        (Phase::AwaitingPayment, Event::WxOrderRequested { at_ms }) => {
+            if state.wx.is_some() {
+                d.ignore("the WeChat order was already requested");
+            } else {
+                d.next.wx = Some(WxOrder {
+                    requested_at_ms: *at_ms,
+                    created_at_ms: None,
+                    prepay_id: None,
+                    code_url: None,
+                });
+            }
+        }
+        (_, Event::WxOrderRequested { .. }) => d.ignore("the saga is not waiting for payment"),
+        // Recorded in any phase: it tells the pay page the QR code, and compensation already
+        // knows from the request that the order must be closed.
+        (
+            _,
+            Event::WxOrderCreated {
+                prepay_id,
+                code_url,
+            },
+        ) => match &state.wx {
+            Some(wx) if wx.code_url.is_none() => {
+                d.next.wx = Some(WxOrder {
+                    requested_at_ms: wx.requested_at_ms,
+                    created_at_ms: Some(now_ms),
+                    prepay_id: Some(prepay_id.clone()),
+                    code_url: Some(code_url.clone()),
+                });
+            }
+            Some(_) | None => {
+                d.ignore("the WeChat order is already recorded, or was never requested")
+            }
+        },
+        (Phase::Compensating(CompStep::CloseWxOrder), Event::WxOrderClosed) => {
+            d.compensated(CompStep::CloseWxOrder)
+        }
+        (_, Event::WxOrderClosed) => d.ignore("not closing a WeChat order"),
 
         // ---- compensations ---------------------------------------------------------------
         (Phase::Compensating(CompStep::RevokePoints), Event::PointsRevoked) => {
@@ -197,8 +267,7 @@ pub fn decide(state: &SagaState, event: &Event, now_ms: i64) -> Decision {
         (Phase::Stuck(step), Event::RetryRequested { .. }) => {
             d.next.phase = Phase::Compensating(step);
             d.next.attempts = 0;
-            d.commands
-                .push(compensate::command(step, state.request.order_id));
+            d.commands.push(compensate::command(step, state));
         }
 
         // ---- everything else changes nothing ----------------------------------------------
@@ -266,6 +335,39 @@ impl Step {
         self.commands.push(Command::RaiseAlert(alert));
     }
 
+    /// Accepts a payment of the order's amount (recording it wins over any cancel or
+    /// deadline still being undone); any other amount is only a `WrongAmount` alert.
+    /// Returns whether it was accepted.
+    fn take_payment(&mut self, payment: &Payment) -> bool {
+        let expected = self.next.pay_money().unwrap_or_default();
+        if payment.amount == expected {
+            self.next.end_reason = None;
+            self.pay(payment);
+            true
+        } else {
+            let order = self.next.request.order_id;
+            self.alert(Alert::WrongAmount {
+                order,
+                expected,
+                payment: payment.clone(),
+            });
+            false
+        }
+    }
+
+    /// The payment is accepted: record it.
+    fn pay(&mut self, payment: &Payment) {
+        self.next.payment = Some(payment.clone());
+        self.next.reached = Phase::Paying;
+        self.next.phase = Phase::Paying;
+        self.next.attempts = 0;
+        self.next.last_error = None;
+        self.commands.push(Command::RecordPayment {
+            order: self.next.request.order_id,
+            payment: payment.clone(),
+        });
+    }
+
     /// A forward step is done: move on and run the next one.
     fn advance(&mut self, phase: Phase) {
         self.next.phase = phase;
@@ -286,11 +388,10 @@ impl Step {
     fn undo(&mut self, reason: EndReason) {
         self.next.end_reason = Some(reason);
         self.next.attempts = 0;
-        match compensate::first(self.next.reached) {
+        match compensate::first(&self.next) {
             Some(step) => {
                 self.next.phase = Phase::Compensating(step);
-                self.commands
-                    .push(compensate::command(step, self.next.request.order_id));
+                self.commands.push(compensate::command(step, &self.next));
             }
             None => self.next.phase = Phase::Failed,
         }
@@ -300,11 +401,10 @@ impl Step {
     fn compensated(&mut self, done: CompStep) {
         self.next.attempts = 0;
         self.next.last_error = None;
-        match compensate::after(done, self.next.reached) {
+        match compensate::after(done, &self.next) {
             Some(step) => {
                 self.next.phase = Phase::Compensating(step);
-                self.commands
-                    .push(compensate::command(step, self.next.request.order_id));
+                self.commands.push(compensate::command(step, &self.next));
             }
             None => self.next.phase = Phase::Compensated,
         }

@@ -48,6 +48,24 @@ pub struct CheckoutRequest {
     pub created_at_ms: i64,
     /// When the shopper's payment window closes.
     pub deadline_at_ms: i64,
+    /// WeChat refuses to close an order younger than this (5 minutes); fixed at checkout
+    /// so that replaying the journal decides the same way.
+    #[serde(default)]
+    pub wx_min_close_ms: i64,
+}
+
+/// The WeChat Native order behind a saga: created on the shopper's first visit to the pay
+/// page, journaled as intent (`requested_at_ms`) before `unifiedorder` is called, so a
+/// crash in between still leaves a record that compensation must close it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WxOrder {
+    pub requested_at_ms: i64,
+    /// When unifiedorder answered: WeChat's minimum close interval counts from here (a
+    /// re-entry after a crash can come long after the intent).
+    #[serde(default)]
+    pub created_at_ms: Option<i64>,
+    pub prepay_id: Option<String>,
+    pub code_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +143,9 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CompStep {
+    /// Close the WeChat order (and confirm it with orderquery) before anything is given
+    /// back: a payment landing now must not find a released order.
+    CloseWxOrder,
     RevokePoints,
     CloseOrder,
     ReleaseStock,
@@ -199,6 +220,9 @@ pub struct SagaState {
     /// The furthest forward phase reached: it decides which compensations are needed.
     pub reached: Phase,
     pub payment: Option<Payment>,
+    /// The WeChat order, once the shopper asked for the QR code.
+    #[serde(default)]
+    pub wx: Option<WxOrder>,
     pub end_reason: Option<EndReason>,
     /// Failed attempts of the pending command, reset when the phase changes.
     pub attempts: u32,
@@ -216,6 +240,7 @@ impl SagaState {
             priced: None,
             reached: Phase::Started,
             payment: None,
+            wx: None,
             end_reason: None,
             attempts: 0,
             last_error: None,
@@ -269,6 +294,21 @@ pub enum Event {
     RetryRequested {
         by: Requester,
     },
+    /// Intent, journaled before `unifiedorder` is called.
+    WxOrderRequested {
+        at_ms: i64,
+    },
+    WxOrderCreated {
+        prepay_id: String,
+        code_url: String,
+    },
+    /// WeChat confirmed the order is closed (or never existed): nothing can be paid now.
+    WxOrderClosed,
+    /// Closing found the WeChat order paid (ORDERPAID, then orderquery SUCCESS): this is
+    /// WeChat's own account of the order, unlike a notification that may be stale.
+    WxOrderPaid {
+        payment: Payment,
+    },
 }
 
 impl Event {
@@ -292,6 +332,10 @@ impl Event {
             Event::CancelRequested { .. } => "cancel_requested",
             Event::DeadlineReached => "deadline_reached",
             Event::RetryRequested { .. } => "retry_requested",
+            Event::WxOrderRequested { .. } => "wx_order_requested",
+            Event::WxOrderCreated { .. } => "wx_order_created",
+            Event::WxOrderClosed => "wx_order_closed",
+            Event::WxOrderPaid { .. } => "wx_order_paid",
         }
     }
 
@@ -304,6 +348,8 @@ impl Event {
                 | Event::CancelRequested { .. }
                 | Event::DeadlineReached
                 | Event::RetryRequested { .. }
+                | Event::WxOrderRequested { .. }
+                | Event::WxOrderCreated { .. }
         )
     }
 }
@@ -342,6 +388,12 @@ pub enum Command {
     /// Close the order (close time set) and drop its pay log.
     CloseOrder {
         order: OrderId,
+    },
+    /// Close the WeChat order, not before `not_before_ms` (WeChat's minimum interval after
+    /// unifiedorder), and confirm it with orderquery.
+    CloseWxOrder {
+        order: OrderId,
+        not_before_ms: i64,
     },
     ReleaseStock {
         order: OrderId,
@@ -433,7 +485,7 @@ pub fn pending_command(state: &SagaState) -> Option<Command> {
             .payment
             .clone()
             .map(|payment| Command::RecordPayment { order, payment }),
-        Phase::Compensating(step) => Some(compensate::command(step, order)),
+        Phase::Compensating(step) => Some(compensate::command(step, state)),
         Phase::AwaitingPayment => Some(Command::ScheduleDeadline {
             at_ms: state.deadline_at_ms(),
         }),

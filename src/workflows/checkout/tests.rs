@@ -1,8 +1,10 @@
 //! Tests of the checkout saga's `decide`: readable examples first, then properties.
 //!
 //! The main property drives the saga with a random mix of command results (against a
-//! model of the database), outside events, re-deliveries and crashes, and checks the
-//! design's invariants on the model world (stock, points, order, payment).
+//! model of the database and of the WeChat order), outside events, re-deliveries and
+//! crashes, and checks the design's invariants on the model world (stock, points, order,
+//! payment, and the WeChat order: closed before anything is given back, its payment
+//! never lost).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +20,10 @@ use crate::domain::{Money, OrderId, SkuId};
 const T0: i64 = 1_750_000_000_000;
 const DEADLINE: i64 = T0 + 30 * 60 * 1000;
 const USER: &str = "alice";
+/// WeChat's minimum interval between unifiedorder and closeorder.
+const WX_MIN_CLOSE: i64 = 5 * 60 * 1000;
+const PREPAY_ID: &str = "wx20250615100000prepay0001";
+const CODE_URL: &str = "weixin://wxpay/bizpayurl?pr=AbCdEf1";
 
 fn sku(raw: i64) -> SkuId {
     SkuId::new(raw).unwrap()
@@ -44,6 +50,7 @@ fn request_with(lines: Vec<RequestedLine>, points: i64) -> CheckoutRequest {
         points,
         created_at_ms: T0,
         deadline_at_ms: DEADLINE,
+        wx_min_close_ms: WX_MIN_CLOSE,
     }
 }
 
@@ -116,6 +123,25 @@ fn failed(error: &str) -> Event {
     }
 }
 
+fn wx_requested(at_ms: i64) -> Event {
+    Event::WxOrderRequested { at_ms }
+}
+
+fn wx_created() -> Event {
+    Event::WxOrderCreated {
+        prepay_id: PREPAY_ID.to_owned(),
+        code_url: CODE_URL.to_owned(),
+    }
+}
+
+/// The close step's report that WeChat holds a payment for its order (closeorder said
+/// ORDERPAID, orderquery SUCCESS).
+fn wx_paid(payment: &Payment) -> Event {
+    Event::WxOrderPaid {
+        payment: payment.clone(),
+    }
+}
+
 fn is_step_command(command: &Command) -> bool {
     match command {
         Command::ReserveStock { .. }
@@ -126,6 +152,7 @@ fn is_step_command(command: &Command) -> bool {
         | Command::RecordPayment { .. }
         | Command::RevokePoints { .. }
         | Command::CloseOrder { .. }
+        | Command::CloseWxOrder { .. }
         | Command::ReleaseStock { .. } => true,
         Command::ScheduleDeadline { .. }
         | Command::ScheduleRetry { .. }
@@ -133,8 +160,8 @@ fn is_step_command(command: &Command) -> bool {
     }
 }
 
-/// What must hold for every decision, whatever the state and event.
-fn check_decision(before: &SagaState, d: &Decision) -> Result<(), String> {
+/// What must hold for every decision, whatever the state and event (arriving at `now`).
+fn check_decision(before: &SagaState, event: &Event, now: i64, d: &Decision) -> Result<(), String> {
     let steps: Vec<&Command> = d.commands.iter().filter(|c| is_step_command(c)).collect();
     if steps.len() > 1 {
         return Err(format!("more than one step command: {steps:?}"));
@@ -158,6 +185,119 @@ fn check_decision(before: &SagaState, d: &Decision) -> Result<(), String> {
             return Err(format!("{c:?} scheduled in phase {:?}", d.next.phase));
         }
     }
+    // Only a payment of the order's amount is ever taken for it.
+    if d.next.phase == Phase::Paying && before.phase != Phase::Paying {
+        let taken = d.next.payment.as_ref().map(|p| p.amount);
+        if taken.is_none() || taken != d.next.pay_money() {
+            return Err(format!(
+                "paying with {:?} for an order costing {:?}",
+                d.next.payment,
+                d.next.pay_money()
+            ));
+        }
+    }
+    check_wx_decision(before, event, now, d)
+}
+
+/// Has the saga passed the close step of its compensation (or never needed one)?
+fn past_wx_close(phase: Phase) -> bool {
+    match phase {
+        Phase::Compensating(step) | Phase::Stuck(step) => step > CompStep::CloseWxOrder,
+        Phase::Compensated => true,
+        _ => false,
+    }
+}
+
+/// What must hold of the WeChat order for every decision.
+fn check_wx_decision(
+    before: &SagaState,
+    event: &Event,
+    now: i64,
+    d: &Decision,
+) -> Result<(), String> {
+    // Once on record, the WeChat order stays (compensation must know to close it), with
+    // its request time; its QR code is recorded at most once, with the time unifiedorder's
+    // answer was recorded (WeChat's minimum interval counts from there).
+    match (&before.wx, &d.next.wx) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            if !matches!(
+                (before.phase, event),
+                (Phase::AwaitingPayment, Event::WxOrderRequested { .. })
+            ) {
+                return Err(format!(
+                    "a WeChat order was put on record by {event:?} in {:?}",
+                    before.phase
+                ));
+            }
+        }
+        (Some(wx), next) => {
+            let kept = next.as_ref().is_some_and(|n| {
+                n.requested_at_ms == wx.requested_at_ms && (wx.code_url.is_none() || n == wx)
+            });
+            if !kept {
+                return Err(format!("the WeChat order {wx:?} became {next:?}"));
+            }
+        }
+    }
+    if let (Some(wx), Some(next)) = (&before.wx, &d.next.wx)
+        && wx.code_url.is_none()
+        && next.code_url.is_some()
+        && next.created_at_ms != Some(now)
+    {
+        return Err(format!(
+            "unifiedorder's answer recorded at +{} as created at {:?}",
+            now - T0,
+            next.created_at_ms.map(|at| at - T0)
+        ));
+    }
+    if let Some(next) = &d.next.wx
+        && next.created_at_ms.is_some() != next.code_url.is_some()
+        && before.wx.as_ref() != Some(next)
+    {
+        return Err(format!(
+            "{next:?}: a creation time without a QR code, or the reverse"
+        ));
+    }
+    // Nothing is given back while a WeChat order on record may still be paid: the
+    // compensations after the close step start only once the close step says the order
+    // is closed, or found it paid with an amount that cannot be kept. A notification (or
+    // an operator) is not WeChat's account of its order: it never skips the close.
+    if d.next.wx.is_some() && past_wx_close(d.next.phase) && !past_wx_close(before.phase) {
+        let closing = matches!(
+            before.phase,
+            Phase::Compensating(CompStep::CloseWxOrder) | Phase::Stuck(CompStep::CloseWxOrder)
+        );
+        let via_close = closing
+            && match event {
+                Event::WxOrderClosed => before.phase == Phase::Compensating(CompStep::CloseWxOrder),
+                Event::WxOrderPaid { payment } => {
+                    payment.amount != before.pay_money().unwrap_or_default()
+                }
+                _ => false,
+            };
+        if !via_close {
+            return Err(format!(
+                "{:?} -> {:?} on {event:?} with a WeChat order on record, without closing it",
+                before.phase, d.next.phase
+            ));
+        }
+    }
+    // The close waits for WeChat's interval, counted from unifiedorder's answer when it
+    // is on record, else from the intent (before which WeChat cannot have the order).
+    for c in &d.commands {
+        if let Command::CloseWxOrder { not_before_ms, .. } = c {
+            let expected = d.next.wx.as_ref().map(|wx| {
+                wx.created_at_ms.unwrap_or(wx.requested_at_ms) + d.next.request.wx_min_close_ms
+            });
+            if expected != Some(*not_before_ms) {
+                return Err(format!(
+                    "{c:?}: the WeChat order on record {:?} asks for not before {expected:?}",
+                    d.next.wx
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -175,7 +315,7 @@ impl Saga {
 
     fn on(&mut self, event: Event, now_ms: i64) -> Decision {
         let d = decide(&self.state, &event, now_ms);
-        if let Err(e) = check_decision(&self.state, &d) {
+        if let Err(e) = check_decision(&self.state, &event, now_ms, &d) {
             panic!("{e} (event {event:?} in phase {:?})", self.state.phase);
         }
         self.state = d.next.clone();
@@ -708,10 +848,716 @@ fn a_payment_kept_for_a_checkout_that_then_runs_out_of_stock_is_alerted_for_refu
     );
 }
 
+// ---- examples: the WeChat order ----------------------------------------------------------
+
+/// How long unifiedorder takes to answer in the examples.
+const UNIFIEDORDER_MS: i64 = 300;
+
+/// Waiting for payment, with a WeChat order requested at `requested_at` and created
+/// (unifiedorder's answer recorded) [`UNIFIEDORDER_MS`] later.
+fn with_wx_order(requested_at: i64) -> Saga {
+    with_wx_order_created(requested_at, requested_at + UNIFIEDORDER_MS)
+}
+
+/// Waiting for payment, with a WeChat order requested at `requested_at` and created at
+/// `created_at`.
+fn with_wx_order_created(requested_at: i64, created_at: i64) -> Saga {
+    let mut saga = awaiting_payment();
+    assert_eq!(
+        saga.on(wx_requested(requested_at), requested_at).outcome,
+        Outcome::Applied
+    );
+    assert_eq!(saga.on(wx_created(), created_at).outcome, Outcome::Applied);
+    assert_eq!(
+        saga.state.wx.as_ref().and_then(|wx| wx.created_at_ms),
+        Some(created_at)
+    );
+    saga
+}
+
+/// The saga closing its WeChat order after the deadline passed.
+fn closing_wx_order(requested_at: i64) -> Saga {
+    let mut saga = with_wx_order(requested_at);
+    saga.on(Event::DeadlineReached, DEADLINE);
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::CloseWxOrder));
+    saga
+}
+
+#[test]
+fn the_shopper_asking_for_the_qr_code_puts_the_wechat_order_on_record() {
+    let mut saga = awaiting_payment();
+    let at = T0 + 120_000;
+    let d = saga.on(wx_requested(at), at);
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert!(d.commands.is_empty(), "{:?}", d.commands);
+    assert_eq!(
+        saga.state.wx,
+        Some(WxOrder {
+            requested_at_ms: at,
+            created_at_ms: None,
+            prepay_id: None,
+            code_url: None
+        })
+    );
+    assert_eq!(saga.phase(), Phase::AwaitingPayment);
+
+    let d = saga.on(wx_created(), at + 300);
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert!(d.commands.is_empty(), "{:?}", d.commands);
+    assert_eq!(
+        saga.state.wx,
+        Some(WxOrder {
+            requested_at_ms: at,
+            created_at_ms: Some(at + 300),
+            prepay_id: Some(PREPAY_ID.to_owned()),
+            code_url: Some(CODE_URL.to_owned())
+        })
+    );
+
+    // unifiedorder answering again (a re-visit of the pay page) changes nothing.
+    let before = saga.state.clone();
+    let again = Event::WxOrderCreated {
+        prepay_id: "wx-other".to_owned(),
+        code_url: "weixin://wxpay/bizpayurl?pr=Other".to_owned(),
+    };
+    let d = saga.on(again, at + 60_000);
+    assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+    assert_eq!(d.next, before);
+}
+
+#[test]
+fn a_second_wechat_order_request_is_ignored() {
+    let mut saga = awaiting_payment();
+    let first = T0 + 120_000;
+    saga.on(wx_requested(first), first);
+    let again = |saga: &mut Saga, at: i64| {
+        let before = saga.state.clone();
+        let d = saga.on(wx_requested(at), at);
+        assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+        assert!(d.commands.is_empty(), "{:?}", d.commands);
+        assert_eq!(d.next, before);
+    };
+    // Before unifiedorder answered, and after.
+    again(&mut saga, first + 5_000);
+    saga.on(wx_created(), first + 6_000);
+    again(&mut saga, first + 60_000);
+    assert_eq!(
+        saga.state.wx,
+        Some(WxOrder {
+            requested_at_ms: first,
+            created_at_ms: Some(first + 6_000),
+            prepay_id: Some(PREPAY_ID.to_owned()),
+            code_url: Some(CODE_URL.to_owned())
+        })
+    );
+    // The deadline closes the first (and only) order, counted from unifiedorder's answer.
+    let d = saga.on(Event::DeadlineReached, DEADLINE);
+    assert_eq!(
+        d.commands,
+        vec![Command::CloseWxOrder {
+            order: order_id(),
+            not_before_ms: first + 6_000 + WX_MIN_CLOSE
+        }]
+    );
+}
+
+#[test]
+fn a_wechat_order_request_outside_awaiting_payment_is_ignored() {
+    let at = T0 + 5;
+    let ignored = |saga: &mut Saga, now: i64| {
+        let before = saga.state.clone();
+        let d = saga.on(wx_requested(now), now);
+        assert!(
+            matches!(d.outcome, Outcome::Ignored(_)),
+            "{:?} in {:?}",
+            d.outcome,
+            before.phase
+        );
+        assert!(d.commands.is_empty(), "{:?}", d.commands);
+        assert_eq!(d.next, before, "in {:?}", before.phase);
+        // Nor is an unrequested order's QR code recorded.
+        let d = saga.on(wx_created(), now + 1);
+        assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+        assert_eq!(d.next, before);
+    };
+
+    // During every forward step (not kept for later, unlike a payment or a cancel).
+    let mut saga = Saga::new(request());
+    ignored(&mut saga, at);
+    for event in [
+        Event::StockReserved {
+            priced: priced_for(&request().lines),
+        },
+        Event::OrderWritten,
+        Event::PointsAwarded,
+        Event::CartCleared,
+    ] {
+        saga.on(event, at);
+        ignored(&mut saga, at);
+    }
+    saga.on(Event::PayLogEnqueued, at);
+    assert_eq!(saga.phase(), Phase::AwaitingPayment);
+    assert_eq!(saga.state.wx, None);
+
+    // While recording the payment, and once completed.
+    let mut saga = awaiting_payment();
+    saga.on(
+        confirmed(&payment("4200000001", pay_money(&request()))),
+        T0 + 60_000,
+    );
+    assert_eq!(saga.phase(), Phase::Paying);
+    ignored(&mut saga, T0 + 60_100);
+    saga.on(Event::PaymentRecorded, T0 + 60_200);
+    assert_eq!(saga.phase(), Phase::Completed);
+    ignored(&mut saga, T0 + 60_300);
+
+    // While being undone, stuck, and once undone.
+    let mut saga = awaiting_payment();
+    saga.on(shopper_cancel(), T0 + 1_000);
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::RevokePoints));
+    ignored(&mut saga, T0 + 1_100);
+    for _ in 0..MAX_COMPENSATION_ATTEMPTS {
+        saga.on(failed("LOYALTY-001: database unavailable"), T0 + 1_200);
+    }
+    assert_eq!(saga.phase(), Phase::Stuck(CompStep::RevokePoints));
+    ignored(&mut saga, T0 + 1_300);
+    saga.on(operator_retry(), T0 + 1_400);
+    for result in [
+        Event::PointsRevoked,
+        Event::OrderClosed,
+        Event::StockReleased,
+    ] {
+        saga.on(result, T0 + 1_500);
+    }
+    assert_eq!(saga.phase(), Phase::Compensated);
+    ignored(&mut saga, T0 + 1_600);
+
+    // Refused at once.
+    let mut saga = Saga::new(request());
+    saga.on(
+        Event::StockShort {
+            skus: vec![sku(11)],
+        },
+        T0 + 10,
+    );
+    assert_eq!(saga.phase(), Phase::Failed);
+    ignored(&mut saga, T0 + 20);
+}
+
+#[test]
+fn the_deadline_with_a_wechat_order_closes_it_first_not_before_the_minimum_interval() {
+    let order = order_id();
+    // Created long before the deadline: the close may run at once.
+    let requested = T0 + 120_000;
+    let created = requested + UNIFIEDORDER_MS;
+    let mut saga = with_wx_order(requested);
+    let d = saga.on(Event::DeadlineReached, DEADLINE);
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert_eq!(
+        d.commands,
+        vec![Command::CloseWxOrder {
+            order,
+            not_before_ms: created + WX_MIN_CLOSE
+        }]
+    );
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::CloseWxOrder));
+    assert_eq!(saga.state.end_reason, Some(EndReason::Expired));
+    assert_eq!(pending_command(&saga.state), d.commands.first().cloned());
+
+    // Closed at WeChat: then the points, the order and the stock, as without one.
+    assert_eq!(
+        saga.on(Event::WxOrderClosed, DEADLINE + 500).commands,
+        vec![Command::RevokePoints { order }]
+    );
+    assert_eq!(
+        saga.on(Event::PointsRevoked, DEADLINE + 510).commands,
+        vec![Command::CloseOrder { order }]
+    );
+    assert_eq!(
+        saga.on(Event::OrderClosed, DEADLINE + 520).commands,
+        vec![Command::ReleaseStock { order }]
+    );
+    saga.on(Event::StockReleased, DEADLINE + 530);
+    assert_eq!(saga.phase(), Phase::Compensated);
+    assert_eq!(saga.state.end_reason, Some(EndReason::Expired));
+
+    // Created a minute before a cancel: the close must wait four more minutes, and
+    // the wait survives a recovery (the pending command carries it).
+    let requested = T0 + 600_000;
+    let created = requested + UNIFIEDORDER_MS;
+    let mut saga = with_wx_order(requested);
+    let d = saga.on(shopper_cancel(), created + 60_000);
+    let close = Command::CloseWxOrder {
+        order,
+        not_before_ms: created + WX_MIN_CLOSE,
+    };
+    assert_eq!(d.commands, vec![close.clone()]);
+    assert_eq!(pending_command(&saga.state), Some(close.clone()));
+    // The actor's wake-up at not_before_ms asks for the close again.
+    assert_eq!(
+        saga.on(Event::RetryDue, created + WX_MIN_CLOSE).commands,
+        vec![close.clone()]
+    );
+    // A failed close is retried with backoff like any compensation, and not skipped.
+    let d = saga.on(
+        failed("SAGA-WX-001: closing the WeChat order: SYSTEMERROR"),
+        created + WX_MIN_CLOSE + 10,
+    );
+    assert_eq!(
+        d.commands,
+        vec![Command::ScheduleRetry {
+            at_ms: created + WX_MIN_CLOSE + 10 + backoff_ms(1)
+        }]
+    );
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::CloseWxOrder));
+    // Outside events do not move it on.
+    for event in [
+        shopper_cancel(),
+        Event::DeadlineReached,
+        Event::PointsRevoked,
+    ] {
+        let d = saga.on(event, DEADLINE + 1);
+        assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+    }
+    assert_eq!(
+        saga.on(Event::WxOrderClosed, DEADLINE + 2).commands,
+        vec![Command::RevokePoints { order }]
+    );
+}
+
+#[test]
+fn a_wechat_order_requested_but_never_created_is_still_closed() {
+    // The intent is journaled before unifiedorder: a crash in between leaves no QR code,
+    // but WeChat may have the order.
+    let mut saga = awaiting_payment();
+    let requested = T0 + 120_000;
+    saga.on(wx_requested(requested), requested);
+    let d = saga.on(shopper_cancel(), T0 + 900_000);
+    assert_eq!(
+        d.commands,
+        vec![Command::CloseWxOrder {
+            order: order_id(),
+            not_before_ms: requested + WX_MIN_CLOSE
+        }]
+    );
+    // unifiedorder's late answer is still recorded (for operators), without moving it;
+    // WeChat's interval now counts from it, which the actor's next wake-up picks up.
+    let answered = T0 + 900_100;
+    let d = saga.on(wx_created(), answered);
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert!(d.commands.is_empty(), "{:?}", d.commands);
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::CloseWxOrder));
+    assert!(saga.state.wx.as_ref().is_some_and(|w| w.code_url.is_some()));
+    let close = Command::CloseWxOrder {
+        order: order_id(),
+        not_before_ms: answered + WX_MIN_CLOSE,
+    };
+    assert_eq!(pending_command(&saga.state), Some(close.clone()));
+    assert_eq!(
+        saga.on(Event::RetryDue, requested + WX_MIN_CLOSE).commands,
+        vec![close]
+    );
+}
+
+#[test]
+fn a_unifiedorder_answered_long_after_the_intent_counts_the_close_interval_from_its_answer() {
+    // The intent is journaled, the process dies before unifiedorder; the shopper comes
+    // back to the pay page twenty minutes later and unifiedorder creates the order then.
+    let requested = T0 + 120_000;
+    let answered = requested + 20 * 60 * 1000;
+    let mut saga = awaiting_payment();
+    saga.on(wx_requested(requested), requested);
+    // The re-entry does not journal a second intent.
+    let d = saga.on(wx_requested(answered - 100), answered - 100);
+    assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+    saga.on(wx_created(), answered);
+    assert_eq!(
+        saga.state.wx,
+        Some(WxOrder {
+            requested_at_ms: requested,
+            created_at_ms: Some(answered),
+            prepay_id: Some(PREPAY_ID.to_owned()),
+            code_url: Some(CODE_URL.to_owned())
+        })
+    );
+
+    // A cancel a minute after the answer (long past the intent's five minutes): WeChat
+    // would refuse a close before the answer's five minutes.
+    let close = Command::CloseWxOrder {
+        order: order_id(),
+        not_before_ms: answered + WX_MIN_CLOSE,
+    };
+    let d = saga.on(shopper_cancel(), answered + 60_000);
+    assert_eq!(d.commands, vec![close.clone()]);
+    assert_eq!(pending_command(&saga.state), Some(close.clone()));
+    // Recovered from its stored JSON, the saga still counts from the answer.
+    let stored = serde_json::to_string(&saga.state).unwrap();
+    let loaded: SagaState = serde_json::from_str(&stored).unwrap();
+    assert_eq!(pending_command(&loaded), Some(close));
+
+    // A saga stored before the creation time existed counts from the intent.
+    let mut old = serde_json::to_value(&saga.state).unwrap();
+    old["wx"].as_object_mut().unwrap().remove("created_at_ms");
+    let old: SagaState = serde_json::from_value(old).unwrap();
+    assert_eq!(old.wx.as_ref().and_then(|wx| wx.created_at_ms), None);
+    assert_eq!(
+        pending_command(&old),
+        Some(Command::CloseWxOrder {
+            order: order_id(),
+            not_before_ms: requested + WX_MIN_CLOSE
+        })
+    );
+}
+
+#[test]
+fn without_a_wechat_order_there_is_no_close_step() {
+    let order = order_id();
+    for undo in [
+        shopper_cancel(),
+        Event::DeadlineReached,
+        Event::PaymentFailed {
+            reason: "CLOSED".to_owned(),
+        },
+    ] {
+        let mut saga = awaiting_payment();
+        let mut commands = saga.on(undo.clone(), DEADLINE).commands;
+        assert_eq!(saga.phase(), Phase::Compensating(CompStep::RevokePoints));
+        for result in [
+            Event::PointsRevoked,
+            Event::OrderClosed,
+            Event::StockReleased,
+        ] {
+            commands.extend(saga.on(result, DEADLINE + 10).commands);
+        }
+        assert_eq!(saga.phase(), Phase::Compensated, "after {undo:?}");
+        assert_eq!(
+            commands,
+            vec![
+                Command::RevokePoints { order },
+                Command::CloseOrder { order },
+                Command::ReleaseStock { order },
+            ]
+        );
+    }
+    // Nor for a forward step that gives up (the pay page cannot have been shown).
+    let mut saga = Saga::new(request());
+    saga.on(
+        Event::StockReserved {
+            priced: priced_for(&request().lines),
+        },
+        T0 + 10,
+    );
+    for _ in 0..MAX_FORWARD_ATTEMPTS {
+        saga.on(failed("ORDER-001: timeout"), T0 + 20);
+    }
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::ReleaseStock));
+    // A stray close result changes nothing.
+    let before = saga.state.clone();
+    let d = saga.on(Event::WxOrderClosed, T0 + 30);
+    assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+    assert_eq!(d.next, before);
+}
+
+/// The saga closing its WeChat order, its close step stuck.
+fn stuck_closing_wx_order(requested_at: i64) -> Saga {
+    let mut saga = closing_wx_order(requested_at);
+    for _ in 0..MAX_COMPENSATION_ATTEMPTS {
+        saga.on(
+            failed("SAGA-WX-002: confirming the close: timeout"),
+            DEADLINE + 100,
+        );
+    }
+    assert_eq!(saga.phase(), Phase::Stuck(CompStep::CloseWxOrder));
+    saga
+}
+
+#[test]
+fn a_close_finding_the_wechat_order_paid_records_the_payment_and_completes() {
+    let order = order_id();
+    let requested = T0 + 120_000;
+    let paid = payment("4200000001", pay_money(&request()));
+
+    // ORDERPAID, then orderquery's SUCCESS: the payment wins over the deadline ...
+    let mut saga = closing_wx_order(requested);
+    let d = saga.on(wx_paid(&paid), DEADLINE + 400);
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert_eq!(
+        d.commands,
+        vec![Command::RecordPayment {
+            order,
+            payment: paid.clone()
+        }]
+    );
+    assert_eq!(saga.phase(), Phase::Paying);
+    assert_eq!(saga.state.end_reason, None);
+    assert_eq!(saga.state.payment, Some(paid.clone()));
+    // ... the close's own late results, re-deliveries, its notification and a cancel do
+    // not undo it ...
+    for event in [
+        Event::WxOrderClosed,
+        wx_paid(&paid),
+        confirmed(&paid),
+        shopper_cancel(),
+    ] {
+        let d = saga.on(event, DEADLINE + 450);
+        assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+        assert!(d.commands.is_empty(), "{:?}", d.commands);
+    }
+    saga.on(Event::PaymentRecorded, DEADLINE + 500);
+    assert_eq!(saga.phase(), Phase::Completed);
+    assert_eq!(saga.state.end_reason, None);
+    assert_eq!(saga.state.payment, Some(paid.clone()));
+    let d = saga.on(wx_paid(&paid), DEADLINE + 600);
+    assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+
+    // ... and also once the close step got stuck (an operator's retry found it paid).
+    let mut saga = stuck_closing_wx_order(requested);
+    let d = saga.on(wx_paid(&paid), DEADLINE + 60_000);
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert_eq!(
+        d.commands,
+        vec![Command::RecordPayment {
+            order,
+            payment: paid.clone()
+        }]
+    );
+    assert_eq!(saga.phase(), Phase::Paying);
+    assert_eq!(saga.state.attempts, 0);
+    assert_eq!(saga.state.last_error, None);
+    assert_eq!(saga.state.end_reason, None);
+    saga.on(Event::PaymentRecorded, DEADLINE + 60_100);
+    assert_eq!(saga.phase(), Phase::Completed);
+}
+
+#[test]
+fn a_payment_notified_during_the_close_completes_the_order_as_well() {
+    // Nothing was given back yet: WeChat's notification (or an operator's record) of the
+    // right amount completes the order, whether the close step runs or is stuck.
+    let order = order_id();
+    let paid = payment("4200000001", pay_money(&request()));
+    for mut saga in [
+        closing_wx_order(T0 + 120_000),
+        stuck_closing_wx_order(T0 + 120_000),
+    ] {
+        let d = saga.on(confirmed(&paid), DEADLINE + 60_000);
+        assert_eq!(d.outcome, Outcome::Applied);
+        assert_eq!(
+            d.commands,
+            vec![Command::RecordPayment {
+                order,
+                payment: paid.clone()
+            }]
+        );
+        assert_eq!(saga.phase(), Phase::Paying);
+        assert_eq!(saga.state.end_reason, None);
+        // The close's own report of the same payment, arriving after, changes nothing.
+        let d = saga.on(wx_paid(&paid), DEADLINE + 60_050);
+        assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+        saga.on(Event::PaymentRecorded, DEADLINE + 60_100);
+        assert_eq!(saga.phase(), Phase::Completed);
+        assert_eq!(saga.state.payment, Some(paid.clone()));
+    }
+}
+
+#[test]
+fn a_wrong_amount_found_while_closing_the_wechat_order_is_alerted_and_the_undo_goes_on() {
+    let order = order_id();
+    let expected = pay_money(&request());
+    let short = payment("4200000001", Money::from_fen(expected.fen() - 1));
+    let wrong_amount = Command::RaiseAlert(Alert::WrongAmount {
+        order,
+        expected,
+        payment: short.clone(),
+    });
+
+    // WeChat holds a payment the order cannot keep: shown for refund, and the undo goes
+    // on as if the order were closed.
+    let mut saga = closing_wx_order(T0 + 120_000);
+    let d = saga.on(wx_paid(&short), DEADLINE + 400);
+    assert_eq!(d.outcome, Outcome::Applied);
+    assert_eq!(
+        d.commands,
+        vec![wrong_amount.clone(), Command::RevokePoints { order }]
+    );
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::RevokePoints));
+    assert_eq!(saga.state.payment, None);
+    assert_eq!(saga.state.end_reason, Some(EndReason::Expired));
+    assert_eq!(saga.state.attempts, 0);
+    for result in [
+        Event::PointsRevoked,
+        Event::OrderClosed,
+        Event::StockReleased,
+    ] {
+        saga.on(result, DEADLINE + 500);
+    }
+    assert_eq!(saga.phase(), Phase::Compensated);
+    assert_eq!(saga.state.payment, None);
+
+    // The same from a stuck close step.
+    let mut saga = stuck_closing_wx_order(T0 + 120_000);
+    let d = saga.on(wx_paid(&short), DEADLINE + 60_000);
+    assert_eq!(
+        d.commands,
+        vec![wrong_amount, Command::RevokePoints { order }]
+    );
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::RevokePoints));
+    assert_eq!(saga.state.attempts, 0);
+    assert_eq!(saga.state.last_error, None);
+}
+
+#[test]
+fn a_wrong_amount_notified_during_the_close_is_only_alerted_and_the_close_stays_pending() {
+    // A notification is not WeChat's account of its order (it may be stale, or money from
+    // elsewhere): the close step must still ask WeChat.
+    let order = order_id();
+    let requested = T0 + 120_000;
+    let expected = pay_money(&request());
+    let short = payment("4200000002", Money::from_fen(expected.fen() - 1));
+    let close = Command::CloseWxOrder {
+        order,
+        not_before_ms: requested + UNIFIEDORDER_MS + WX_MIN_CLOSE,
+    };
+
+    let mut saga = closing_wx_order(requested);
+    let before = saga.state.clone();
+    let d = saga.on(confirmed(&short), DEADLINE + 400);
+    assert_eq!(d.outcome, Outcome::Alerted);
+    assert_eq!(
+        d.commands,
+        vec![Command::RaiseAlert(Alert::WrongAmount {
+            order,
+            expected,
+            payment: short.clone()
+        })]
+    );
+    assert_eq!(d.next, before);
+    assert_eq!(pending_command(&saga.state), Some(close.clone()));
+    // WeChat says closed: only now is anything given back.
+    assert_eq!(
+        saga.on(Event::WxOrderClosed, DEADLINE + 500).commands,
+        vec![Command::RevokePoints { order }]
+    );
+
+    // WeChat says paid, the right amount: the order completes.
+    let mut saga = closing_wx_order(requested);
+    saga.on(confirmed(&short), DEADLINE + 400);
+    let paid = payment("4200000001", expected);
+    saga.on(wx_paid(&paid), DEADLINE + 500);
+    assert_eq!(saga.phase(), Phase::Paying);
+    saga.on(Event::PaymentRecorded, DEADLINE + 600);
+    assert_eq!(saga.phase(), Phase::Completed);
+    assert_eq!(saga.state.payment, Some(paid));
+
+    // Stuck: the alert, and the close waits for the operator's retry.
+    let mut saga = stuck_closing_wx_order(requested);
+    let before = saga.state.clone();
+    let d = saga.on(confirmed(&short), DEADLINE + 60_000);
+    assert_eq!(d.outcome, Outcome::Alerted);
+    assert_eq!(d.next, before);
+    assert_eq!(
+        saga.on(operator_retry(), DEADLINE + 120_000).commands,
+        vec![close]
+    );
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::CloseWxOrder));
+}
+
+#[test]
+fn wechat_s_paid_report_outside_the_close_is_ignored_once_recorded_and_alerted_otherwise() {
+    let order = order_id();
+    let amount = pay_money(&request());
+    let paid = payment("4200000001", amount);
+    let other = payment("4200000002", amount);
+    let paid_after_close = |payment: &Payment| {
+        vec![Command::RaiseAlert(Alert::PaidAfterClose {
+            order,
+            payment: payment.clone(),
+        })]
+    };
+    let alerted = |saga: &mut Saga, payment: &Payment, now: i64| {
+        let before = saga.state.clone();
+        let d = saga.on(wx_paid(payment), now);
+        assert_eq!(d.outcome, Outcome::Alerted, "in {:?}", before.phase);
+        assert_eq!(
+            d.commands,
+            paid_after_close(payment),
+            "in {:?}",
+            before.phase
+        );
+        assert_eq!(d.next, before);
+    };
+
+    // The payment already recorded (a late or repeated report): ignored, while recording
+    // it and once completed; another transaction is money to give back.
+    let mut saga = closing_wx_order(T0 + 120_000);
+    saga.on(wx_paid(&paid), DEADLINE + 400);
+    for phase in [Phase::Paying, Phase::Completed] {
+        assert_eq!(saga.phase(), phase);
+        let before = saga.state.clone();
+        let d = saga.on(wx_paid(&paid), DEADLINE + 450);
+        assert!(matches!(d.outcome, Outcome::Ignored(_)), "{:?}", d.outcome);
+        assert!(d.commands.is_empty(), "{:?}", d.commands);
+        assert_eq!(d.next, before);
+        alerted(&mut saga, &other, DEADLINE + 460);
+        saga.on(Event::PaymentRecorded, DEADLINE + 500);
+    }
+
+    // Past the close step (WeChat said closed), and once undone: the money is flagged
+    // for refund, never dropped silently, and nothing moves.
+    let mut saga = closing_wx_order(T0 + 120_000);
+    saga.on(Event::WxOrderClosed, DEADLINE + 400);
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::RevokePoints));
+    alerted(&mut saga, &paid, DEADLINE + 450);
+    for result in [
+        Event::PointsRevoked,
+        Event::OrderClosed,
+        Event::StockReleased,
+    ] {
+        saga.on(result, DEADLINE + 500);
+    }
+    assert_eq!(saga.phase(), Phase::Compensated);
+    alerted(&mut saga, &paid, DEADLINE + 600);
+
+    // Even a report that cannot come from the close step (nothing is being closed).
+    let mut saga = with_wx_order(T0 + 120_000);
+    alerted(&mut saga, &paid, T0 + 200_000);
+    let mut saga = Saga::new(request());
+    alerted(&mut saga, &paid, T0 + 5);
+    saga.on(
+        Event::StockShort {
+            skus: vec![sku(11)],
+        },
+        T0 + 10,
+    );
+    assert_eq!(saga.phase(), Phase::Failed);
+    alerted(&mut saga, &paid, T0 + 20);
+}
+
+#[test]
+fn a_payment_after_the_wechat_order_was_closed_is_paid_after_close() {
+    let mut saga = closing_wx_order(T0 + 120_000);
+    saga.on(Event::WxOrderClosed, DEADLINE + 400);
+    assert_eq!(saga.phase(), Phase::Compensating(CompStep::RevokePoints));
+    // Money from elsewhere (an operator's record) can no longer complete the order.
+    let paid = payment("4200000001", pay_money(&request()));
+    let before = saga.state.clone();
+    let d = saga.on(confirmed(&paid), DEADLINE + 500);
+    assert_eq!(d.outcome, Outcome::Alerted);
+    assert_eq!(
+        d.commands,
+        vec![Command::RaiseAlert(Alert::PaidAfterClose {
+            order: order_id(),
+            payment: paid
+        })]
+    );
+    assert_eq!(d.next, before);
+}
+
 // ---- the model ------------------------------------------------------------------------------
 
 /// The two WeChat transactions a run can confirm.
 const TRANSACTIONS: [&str; 2] = ["4200000001", "4200000002"];
+/// WeChat's answer to a closeorder within its minimum interval after unifiedorder.
+const WX_TOO_EARLY: &str = "SAGA-WX-001: closing the WeChat order: the order is too young";
 
 /// The order's `stock_reservation` rows: all lines move together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -722,8 +1568,23 @@ enum Rows {
     Committed,
 }
 
+/// The WeChat Native order, as WeChat sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WxTrade {
+    NotPay,
+    Success(Payment),
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+struct WxSide {
+    /// When unifiedorder created it: WeChat counts its minimum interval from here.
+    created_at: i64,
+    trade: WxTrade,
+}
+
 /// The database as far as one order is concerned, each participant call idempotent the
-/// way `store::{inventory, orders, loyalty, pay_log}` are.
+/// way `store::{inventory, orders, loyalty, pay_log}` are; and the WeChat order.
 #[derive(Debug, Clone)]
 struct World {
     rows: Rows,
@@ -740,10 +1601,14 @@ struct World {
     pay_log: bool,
     /// Transaction ids `RecordPayment` was ever run with.
     recorded: BTreeSet<String>,
+    /// The WeChat order, once unifiedorder created it.
+    wx: Option<WxSide>,
+    /// WeChat refuses to close an order younger than this.
+    wx_min_close_ms: i64,
 }
 
 impl World {
-    fn new() -> World {
+    fn new(wx_min_close_ms: i64) -> World {
         World {
             rows: Rows::None,
             units: 0,
@@ -758,6 +1623,33 @@ impl World {
             cart_cleared: false,
             pay_log: false,
             recorded: BTreeSet::new(),
+            wx: None,
+            wx_min_close_ms,
+        }
+    }
+
+    fn wx_trade(&self) -> Option<&WxTrade> {
+        self.wx.as_ref().map(|wx| &wx.trade)
+    }
+
+    /// WeChat's closeorder then orderquery, as `OrderSaga::close_wx` calls them.
+    fn close_wx(&mut self, now: i64) -> Event {
+        let min_close = self.wx_min_close_ms;
+        let Some(wx) = &mut self.wx else {
+            // ORDERNOTEXIST: unifiedorder never ran.
+            return Event::WxOrderClosed;
+        };
+        match &wx.trade {
+            WxTrade::Closed => Event::WxOrderClosed,
+            // ORDERPAID, then orderquery's SUCCESS.
+            WxTrade::Success(payment) => wx_paid(payment),
+            WxTrade::NotPay if now < wx.created_at + min_close => Event::StepFailed {
+                error: format!("{WX_TOO_EARLY}: SYSTEMERROR"),
+            },
+            WxTrade::NotPay => {
+                wx.trade = WxTrade::Closed;
+                Event::WxOrderClosed
+            }
         }
     }
 
@@ -768,6 +1660,7 @@ impl World {
         command: &Command,
         state: &SagaState,
         stock_short: bool,
+        now: i64,
     ) -> Result<Event, String> {
         Ok(match command {
             Command::ReserveStock { lines, .. } => {
@@ -840,6 +1733,16 @@ impl World {
                 self.pay_log = false;
                 Event::OrderClosed
             }
+            Command::CloseWxOrder { not_before_ms, .. } => {
+                if now < *not_before_ms {
+                    return Err(format!(
+                        "CloseWxOrder run at +{} ms, before its not_before +{} ms",
+                        now - T0,
+                        not_before_ms - T0
+                    ));
+                }
+                self.close_wx(now)
+            }
             Command::ReleaseStock { .. } => {
                 if self.rows == Rows::Reserved {
                     self.rows = Rows::Released;
@@ -905,6 +1808,16 @@ struct Scenario {
     compensation_success: u8,
     /// Whether each transaction pays the order's exact amount.
     amount_ok: [bool; 2],
+    /// WeChat's minimum interval between unifiedorder and closeorder (5 minutes in
+    /// production; shorter in tests of the service).
+    wx_min_close_ms: i64,
+    /// The shopper is taken to the pay page (an [`External::PayPage`], or a first visit
+    /// that crashes and an [`External::Revisit`]) as soon as the saga waits for payment,
+    /// before any random action.
+    pay_page: Option<External>,
+    /// Nothing comes from outside before the saga waits for payment (the shopper has not
+    /// seen the pay page yet): the runs that go on to the WeChat order.
+    quiet_checkout: bool,
     actions: Vec<Action>,
 }
 
@@ -934,20 +1847,88 @@ enum Action {
 
 #[derive(Debug, Clone)]
 enum External {
-    Pay { which: usize },
+    /// A payment notification: WeChat's, if its order is open (the shopper paid it);
+    /// otherwise money from elsewhere (an operator's record of a payment).
+    Pay {
+        which: usize,
+    },
     PayFailed,
-    Cancel { operator: bool },
-    Deadline { late: bool },
+    Cancel {
+        operator: bool,
+    },
+    Deadline {
+        late: bool,
+    },
     Retry,
+    /// The shopper opens the pay page (`OrderSaga::native`): the intent is journaled at a
+    /// time around now; then unifiedorder may not run (a crash) and its answer may not
+    /// be recorded (another crash).
+    PayPage {
+        offset_ms: i64,
+        unifiedorder: bool,
+        record: bool,
+    },
+    /// unifiedorder's answer arrives late, whatever the phase.
+    WxCreatedLate,
+    /// The shopper opens the pay page and the process dies before unifiedorder (the
+    /// intent alone goes on record, if none was yet); the shopper comes back `after_ms`
+    /// later and the re-entry calls unifiedorder then, long after the intent (its answer
+    /// may again not be recorded).
+    Revisit {
+        after_ms: i64,
+        record: bool,
+    },
+    /// A payment notification of the wrong amount that is not WeChat's account of its
+    /// order (a stale notification, an operator's mistaken record): whatever the WeChat
+    /// order's state. A transaction of the right amount delivers nothing.
+    PayElsewhere {
+        which: usize,
+    },
+    /// The shopper pays the open WeChat order, and WeChat's notification is lost.
+    WxPaySilently {
+        which: usize,
+    },
+    /// WeChat (re)sends the notification of its order's payment.
+    WxNotify,
+}
+
+/// The intent's time is the actor's clock, a little off WeChat's (and the model's).
+fn pay_page() -> impl Strategy<Value = External> {
+    (
+        prop_oneof![1 => Just(0i64), 3 => -2_000i64..=2_000],
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.85),
+    )
+        .prop_map(|(offset_ms, unifiedorder, record)| External::PayPage {
+            offset_ms,
+            unifiedorder,
+            record,
+        })
+}
+
+/// A first visit that crashes before unifiedorder, and the shopper's return: mostly
+/// long after (up to the deadline), sometimes soon.
+fn revisit() -> impl Strategy<Value = External> {
+    (
+        prop_oneof![3 => 60_000i64..DEADLINE - T0, 1 => 0i64..60_000],
+        prop::bool::weighted(0.85),
+    )
+        .prop_map(|(after_ms, record)| External::Revisit { after_ms, record })
 }
 
 fn external() -> impl Strategy<Value = External> {
     prop_oneof![
-        3 => (0usize..2).prop_map(|which| External::Pay { which }),
+        4 => (0usize..2).prop_map(|which| External::Pay { which }),
         1 => Just(External::PayFailed),
         2 => any::<bool>().prop_map(|operator| External::Cancel { operator }),
         2 => any::<bool>().prop_map(|late| External::Deadline { late }),
-        2 => Just(External::Retry),
+        4 => Just(External::Retry),
+        1 => pay_page(),
+        1 => Just(External::WxCreatedLate),
+        1 => revisit(),
+        1 => (0usize..2).prop_map(|which| External::PayElsewhere { which }),
+        5 => (0usize..2).prop_map(|which| External::WxPaySilently { which }),
+        1 => Just(External::WxNotify),
     ]
 }
 
@@ -955,7 +1936,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => (0u8..100).prop_map(|roll| Action::Execute { roll }),
         3 => any::<usize>().prop_map(|pick| Action::FireRetry { pick }),
-        4 => external().prop_map(Action::Inject),
+        5 => external().prop_map(Action::Inject),
         2 => any::<usize>().prop_map(|pick| Action::Redeliver { pick }),
         1 => Just(Action::Crash),
         1 => (0i64..600_000).prop_map(|ms| Action::Wait { ms }),
@@ -974,6 +1955,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     // gets a saga stuck.
     let forward_success = prop_oneof![3 => 60u8..=100, 1 => 0u8..=100];
     let compensation_success = prop_oneof![2 => 50u8..=100, 1 => 0u8..=40];
+    let wx_min_close_ms =
+        prop_oneof![1 => Just(0i64), 1 => Just(3_000i64), 3 => Just(WX_MIN_CLOSE)];
     (
         lines,
         points,
@@ -981,7 +1964,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         forward_success,
         compensation_success,
         prop::array::uniform2(prop::bool::weighted(0.75)),
-        prop::collection::vec(action(), 0..60),
+        wx_min_close_ms,
+        prop::option::weighted(0.85, prop_oneof![3 => pay_page(), 1 => revisit()]),
+        prop::bool::weighted(0.5),
+        prop::collection::vec(action(), 0..80),
     )
         .prop_map(
             |(
@@ -991,6 +1977,9 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 forward_success,
                 compensation_success,
                 amount_ok,
+                wx_min_close_ms,
+                pay_page,
+                quiet_checkout,
                 actions,
             )| Scenario {
                 lines,
@@ -999,6 +1988,9 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 forward_success,
                 compensation_success,
                 amount_ok,
+                wx_min_close_ms,
+                pay_page,
+                quiet_checkout,
                 actions,
             },
         )
@@ -1040,6 +2032,9 @@ fn brief(command: &Command) -> String {
         Command::RecordPayment { payment, .. } => {
             format!("RecordPayment({})", payment.transaction_id)
         }
+        Command::CloseWxOrder { not_before_ms, .. } => {
+            format!("CloseWxOrder(not before +{})", not_before_ms - T0)
+        }
         other => format!("{other:?}")
             .split([' ', '{'])
             .next()
@@ -1058,22 +2053,35 @@ fn describe(event: &Event) -> String {
             )
         }
         Event::StockReserved { priced } => format!("StockReserved({} lines)", priced.lines.len()),
+        Event::WxOrderRequested { at_ms } => format!("WxOrderRequested(+{})", at_ms - T0),
+        Event::WxOrderCreated { .. } => "WxOrderCreated".to_owned(),
+        Event::WxOrderPaid { payment } => {
+            format!(
+                "WxOrderPaid({}, {} fen)",
+                payment.transaction_id,
+                payment.amount.fen()
+            )
+        }
         other => format!("{other:?}"),
     }
 }
 
 impl Harness {
     fn new(scenario: Scenario) -> Harness {
-        let request = request_with(scenario.lines.clone(), scenario.points);
+        let request = CheckoutRequest {
+            wx_min_close_ms: scenario.wx_min_close_ms,
+            ..request_with(scenario.lines.clone(), scenario.points)
+        };
         let state = SagaState::new(request);
         // A new saga's actor starts with the saga's first command.
         let in_hand = pending_command(&state).into_iter().collect();
+        let world = World::new(scenario.wx_min_close_ms);
         Harness {
             scenario,
             history: vec![state.clone()],
             state,
             journal: Vec::new(),
-            world: World::new(),
+            world,
             in_hand,
             retries: Vec::new(),
             alerts: Vec::new(),
@@ -1130,9 +2138,9 @@ impl Harness {
             d.outcome,
             d.commands.iter().map(brief).collect::<Vec<_>>().join(", ")
         ));
-        self.ensure_ok(check_decision(&self.state, &d))?;
+        self.ensure_ok(check_decision(&self.state, &event, now, &d))?;
         if !self.settling {
-            self.seen.extend(situation(&self.state, &event, &d));
+            self.seen.extend(situation(&self.state, &event, now, &d));
         }
         self.journal.push((event, now));
         self.history.push(d.next.clone());
@@ -1145,9 +2153,29 @@ impl Harness {
                 step => self.in_hand.push(step),
             }
         }
+        let phase_before = self.state.phase;
         self.state = d.next;
-        // The actor runs a command only while it is the pending one.
+        // The actor runs a command only while it is the pending one; about to run one the
+        // saga re-planned in place (same phase, same step, other parameters: a late
+        // unifiedorder answer moves the close's not_before), it runs the pending one
+        // instead (`OrderSaga::run`).
         let pending = pending_command(&self.state);
+        if let Some(p) = &pending
+            && self.state.phase == phase_before
+        {
+            let mut replanned = false;
+            for c in &mut self.in_hand {
+                if c != p && std::mem::discriminant(c) == std::mem::discriminant(p) {
+                    *c = p.clone();
+                    replanned = true;
+                }
+            }
+            if replanned {
+                self.trace
+                    .push(format!("  (the held step is now {})", brief(p)));
+                self.note("a held step re-planned in place");
+            }
+        }
         self.in_hand.retain(|c| Some(c) == pending.as_ref());
         self.ensure_ok(self.world.check_always())?;
         self.check_progress()
@@ -1189,17 +2217,166 @@ impl Harness {
             _ => self.scenario.forward_success,
         };
         let now = self.tick();
+        if let Command::CloseWxOrder { not_before_ms, .. } = command
+            && now < not_before_ms
+        {
+            // `OrderSaga::close_wx`: too early for WeChat, nothing is called; the actor
+            // wakes itself up at not_before_ms (a retry timer) and asks again.
+            self.trace.push(format!(
+                "  (CloseWxOrder waits until +{})",
+                not_before_ms - T0
+            ));
+            self.note("the close waited for WeChat's interval");
+            self.retries.push(not_before_ms);
+            return Ok(true);
+        }
+        if let Command::CloseWxOrder { .. } = command {
+            self.check_close_after_wechat_s_interval(now)?;
+        }
+        self.check_nothing_given_back_while_wx_payable(&command)?;
         if !force_success && roll >= chance {
             self.trace.push(format!("  ({} fails)", brief(&command)));
-            self.deliver(failed("TEST-001: injected failure"), now)?;
+            let error = if matches!(command, Command::CloseWxOrder { .. }) && roll.is_multiple_of(2)
+            {
+                // closeorder went through (or not), orderquery did not answer.
+                self.world.close_wx(now);
+                "SAGA-WX-002: confirming the close: timeout"
+            } else {
+                "TEST-001: injected failure"
+            };
+            self.deliver(failed(error), now)?;
             return Ok(true);
         }
         let result = self
             .world
-            .run(&command, &self.state, self.scenario.stock_short)
+            .run(&command, &self.state, self.scenario.stock_short, now)
             .map_err(|e| self.fail(e))?;
+        match &result {
+            Event::WxOrderPaid { payment } => {
+                if !self.confirmed.contains(payment) {
+                    self.note("the close found a payment not notified");
+                }
+                self.note_confirmed(payment);
+            }
+            Event::StepFailed { error } if error.starts_with(WX_TOO_EARLY) => {
+                self.note("WeChat refused an early close");
+            }
+            _ => {}
+        }
         self.deliver(result, now)?;
         Ok(true)
+    }
+
+    fn note(&mut self, situation: &'static str) {
+        if !self.settling {
+            self.seen.insert(situation);
+        }
+    }
+
+    fn note_confirmed(&mut self, payment: &Payment) {
+        if !self.confirmed.contains(payment) {
+            self.confirmed.push(payment.clone());
+        }
+    }
+
+    fn is_alerted(&self, payment: &Payment) -> bool {
+        self.alerts
+            .iter()
+            .any(|a| alerted_payment(a) == Some(payment))
+    }
+
+    /// The close reaches WeChat only once WeChat's minimum interval after unifiedorder has
+    /// passed, whenever the saga has unifiedorder's answer on record (however long after
+    /// the intent it came). Without it (a crash between unifiedorder and the record)
+    /// WeChat may refuse the close; it is then tried again.
+    fn check_close_after_wechat_s_interval(&self, now: i64) -> Result<(), TestCaseError> {
+        let answered = self.state.wx.as_ref().and_then(|wx| wx.created_at_ms);
+        let Some(created_at) = self.world.wx.as_ref().map(|wx| wx.created_at) else {
+            return Ok(());
+        };
+        let open_from = created_at + self.world.wx_min_close_ms;
+        self.ensure(answered.is_none() || now >= open_from, || {
+            format!(
+                "CloseWxOrder attempted at +{}, before WeChat's interval after unifiedorder \
+                 (created at +{}) is over at +{}; the saga has {:?}",
+                now - T0,
+                created_at - T0,
+                open_from - T0,
+                self.state.wx
+            )
+        })
+    }
+
+    /// Nothing is given back while the shopper can still pay the WeChat order: the points,
+    /// the order and the stock only once WeChat has closed it (or never created it), or
+    /// holds a payment the saga cannot keep and has shown to an operator for refund.
+    fn check_nothing_given_back_while_wx_payable(
+        &self,
+        command: &Command,
+    ) -> Result<(), TestCaseError> {
+        if !matches!(
+            command,
+            Command::RevokePoints { .. }
+                | Command::CloseOrder { .. }
+                | Command::ReleaseStock { .. }
+        ) {
+            return Ok(());
+        }
+        let safe = match self.world.wx_trade() {
+            None | Some(WxTrade::Closed) => true,
+            Some(WxTrade::NotPay) => false,
+            Some(WxTrade::Success(paid)) => self.is_alerted(paid),
+        };
+        self.ensure(safe, || {
+            format!(
+                "{} run while the WeChat order is {:?}",
+                brief(command),
+                self.world.wx_trade()
+            )
+        })
+    }
+
+    /// Transaction `which`, paying the exact amount or not as the scenario says.
+    fn transaction(&self, which: usize) -> Payment {
+        let expected = pay_money(&self.state.request);
+        let amount = if self.scenario.amount_ok[which] {
+            expected
+        } else {
+            Money::from_fen(expected.fen() + 1)
+        };
+        Payment {
+            transaction_id: TRANSACTIONS[which].to_owned(),
+            amount,
+            paid_at_ms: T0 + 1_000 * (which as i64 + 1),
+        }
+    }
+
+    /// The shopper pays the WeChat order, if it is open.
+    fn pay_at_wechat(&mut self, paid: &Payment) -> bool {
+        match &mut self.world.wx {
+            Some(wx) if wx.trade == WxTrade::NotPay => {
+                wx.trade = WxTrade::Success(paid.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// WeChat notifies its order's payment until acknowledged: a saga that completed with
+    /// another payment (and so never closes the WeChat order) learns of it this way.
+    fn wechat_keeps_notifying(&mut self) -> Result<(), TestCaseError> {
+        if self.state.phase != Phase::Completed {
+            return Ok(());
+        }
+        if let Some(WxTrade::Success(paid)) = self.world.wx_trade().cloned()
+            && !self.confirmed.contains(&paid)
+        {
+            self.note_confirmed(&paid);
+            let now = self.tick();
+            self.deliver(confirmed(&paid), now)?;
+            self.settle()?;
+        }
+        Ok(())
     }
 
     fn fire_retry(&mut self, pick: usize) -> Result<bool, TestCaseError> {
@@ -1216,22 +2393,97 @@ impl Harness {
         let now = self.tick();
         match external {
             External::Pay { which } => {
-                let expected = pay_money(&self.state.request);
-                let amount = if self.scenario.amount_ok[*which] {
-                    expected
-                } else {
-                    Money::from_fen(expected.fen() + 1)
-                };
-                let paid = Payment {
-                    transaction_id: TRANSACTIONS[*which].to_owned(),
-                    amount,
-                    paid_at_ms: T0 + 1_000 * (*which as i64 + 1),
-                };
-                if !self.confirmed.contains(&paid) {
-                    self.confirmed.push(paid.clone());
+                let paid = self.transaction(*which);
+                if self.pay_at_wechat(&paid) {
+                    self.trace.push("  (paid at WeChat)".to_owned());
                 }
+                self.note_confirmed(&paid);
                 self.deliver(Event::PaymentConfirmed { payment: paid }, now)
             }
+            External::PayPage {
+                offset_ms,
+                unifiedorder,
+                record,
+            } => {
+                self.deliver(wx_requested(now + offset_ms), now)?;
+                // `native` calls unifiedorder only for a saga waiting for payment, with
+                // the intent on record.
+                if !unifiedorder
+                    || self.state.phase != Phase::AwaitingPayment
+                    || self.state.wx.is_none()
+                {
+                    return Ok(());
+                }
+                // The same out_trade_no and parameters: the same WeChat order.
+                let wx = self.world.wx.get_or_insert(WxSide {
+                    created_at: now,
+                    trade: WxTrade::NotPay,
+                });
+                // A paid order gives no QR code (ORDERPAID).
+                let answered = wx.trade == WxTrade::NotPay;
+                let created_at = wx.created_at;
+                self.note("a WeChat order created");
+                if self
+                    .state
+                    .wx
+                    .as_ref()
+                    .is_some_and(|wx| created_at - wx.requested_at_ms >= 60_000)
+                {
+                    self.note("unifiedorder answered long after the intent");
+                }
+                self.trace.push(format!(
+                    "  (unifiedorder: WeChat order created at +{})",
+                    created_at - T0
+                ));
+                if *record && answered {
+                    let now = self.tick();
+                    self.deliver(wx_created(), now)?;
+                }
+                Ok(())
+            }
+            External::Revisit { after_ms, record } => {
+                self.inject(&External::PayPage {
+                    offset_ms: 0,
+                    unifiedorder: false,
+                    record: false,
+                })?;
+                self.now += after_ms;
+                self.inject(&External::PayPage {
+                    offset_ms: 0,
+                    unifiedorder: true,
+                    record: *record,
+                })
+            }
+            External::PayElsewhere { which } => {
+                let paid = self.transaction(*which);
+                if !self.scenario.amount_ok[*which] {
+                    self.note_confirmed(&paid);
+                    self.deliver(Event::PaymentConfirmed { payment: paid }, now)?;
+                }
+                Ok(())
+            }
+            External::WxCreatedLate => {
+                if self.world.wx.is_none() {
+                    return Ok(());
+                }
+                self.deliver(wx_created(), now)
+            }
+            External::WxPaySilently { which } => {
+                let paid = self.transaction(*which);
+                if self.pay_at_wechat(&paid) {
+                    self.trace
+                        .push(format!("  (paid at WeChat, not notified: {paid:?})"));
+                    self.note("paid at WeChat without a notification");
+                }
+                Ok(())
+            }
+            External::WxNotify => match self.world.wx_trade().cloned() {
+                Some(WxTrade::Success(paid)) => {
+                    self.note_confirmed(&paid);
+                    self.deliver(confirmed(&paid), now)
+                }
+                _ => Ok(()),
+            },
             External::PayFailed => self.deliver(
                 Event::PaymentFailed {
                     reason: "CLOSED".to_owned(),
@@ -1305,9 +2557,23 @@ impl Harness {
     }
 
     fn act(&mut self, action: &Action) -> Result<(), TestCaseError> {
+        self.act_randomly(action)?;
+        // Checkout redirects the shopper to the pay page once the saga waits for payment.
+        if self.state.phase == Phase::AwaitingPayment
+            && let Some(page) = self.scenario.pay_page.take()
+        {
+            self.inject(&page)?;
+        }
+        Ok(())
+    }
+
+    fn act_randomly(&mut self, action: &Action) -> Result<(), TestCaseError> {
         match action {
             Action::Execute { roll } => self.execute(*roll, false).map(drop),
             Action::FireRetry { pick } => self.fire_retry(*pick).map(drop),
+            Action::Inject(_) if self.scenario.quiet_checkout && self.state.phase.is_forward() => {
+                Ok(())
+            }
             Action::Inject(external) => self.inject(external),
             Action::Redeliver { pick } => {
                 if self.journal.is_empty() {
@@ -1427,6 +2693,27 @@ impl Harness {
                 format!("kept payment {p:?} was alerted for refund")
             })?;
         }
+        // The WeChat order: closed at WeChat, or its payment kept or shown for refund. Only
+        // a saga stuck closing it may leave it open, or paid and not yet found.
+        let closing = s.phase == Phase::Stuck(CompStep::CloseWxOrder);
+        match self.world.wx_trade() {
+            None | Some(WxTrade::Closed) => {}
+            Some(WxTrade::NotPay) => self.ensure(closing, || {
+                format!(
+                    "the WeChat order is still open at WeChat, the saga {:?}",
+                    s.phase
+                )
+            })?,
+            Some(WxTrade::Success(p)) => {
+                let pending = closing && !self.confirmed.contains(p);
+                self.ensure(pending || kept == Some(p) || self.is_alerted(p), || {
+                    format!(
+                        "payment {p:?} made at WeChat is lost (saga {:?}, kept {kept:?})",
+                        s.phase
+                    )
+                })?;
+            }
+        }
         Ok(())
     }
 }
@@ -1440,8 +2727,9 @@ fn alerted_payment(alert: &Alert) -> Option<&Payment> {
     }
 }
 
-/// What a decision shows of the situations the random driver is meant to reach.
-fn situation(before: &SagaState, event: &Event, d: &Decision) -> Vec<&'static str> {
+/// What a decision (at `now`) shows of the situations the random driver is meant to
+/// reach.
+fn situation(before: &SagaState, event: &Event, now: i64, d: &Decision) -> Vec<&'static str> {
     let mut seen = Vec::new();
     match (before.phase, event, d.next.phase) {
         (Phase::Paying, Event::StepFailed { .. }, _) => seen.push("recording the payment failed"),
@@ -1459,11 +2747,54 @@ fn situation(before: &SagaState, event: &Event, d: &Decision) -> Vec<&'static st
             seen.push("an early deadline")
         }
         (Phase::Started, Event::StockShort { .. }, _) => seen.push("out of stock"),
+        (Phase::Compensating(CompStep::CloseWxOrder), Event::WxOrderClosed, _) => {
+            seen.push("the WeChat order closed")
+        }
+        (
+            Phase::Compensating(CompStep::CloseWxOrder) | Phase::Stuck(CompStep::CloseWxOrder),
+            Event::WxOrderPaid { .. },
+            next,
+        ) => seen.push(if next == Phase::Paying {
+            "the close found the WeChat order paid"
+        } else {
+            "the close found a wrong amount paid"
+        }),
+        (
+            Phase::Compensating(CompStep::CloseWxOrder) | Phase::Stuck(CompStep::CloseWxOrder),
+            Event::PaymentConfirmed { .. },
+            next,
+        ) => seen.push(if next == Phase::Paying {
+            "a notification paid the order during the close"
+        } else {
+            "a wrong amount notified during the close"
+        }),
+        (_, Event::WxOrderPaid { .. }, _) => seen.push("a stale report of WeChat's payment"),
+        (Phase::AwaitingPayment, Event::WxOrderRequested { .. }, _) if before.wx.is_some() => {
+            seen.push("a second WeChat order request")
+        }
+        (p, Event::WxOrderRequested { .. }, _) if p != Phase::AwaitingPayment => {
+            seen.push("a WeChat order request out of phase")
+        }
+        (p, Event::WxOrderCreated { .. }, _)
+            if p != Phase::AwaitingPayment && d.outcome == Outcome::Applied =>
+        {
+            seen.push("the QR code recorded after the wait")
+        }
         _ => {}
     }
     for c in &d.commands {
-        if let Command::RaiseAlert(alert) = c {
-            seen.push(alert.kind());
+        match c {
+            Command::RaiseAlert(alert) => seen.push(alert.kind()),
+            // Counted from the intent, WeChat's interval would be over: the close would
+            // be refused.
+            Command::CloseWxOrder { not_before_ms, .. }
+                if d.next.wx.as_ref().is_some_and(|wx| {
+                    now >= wx.requested_at_ms + d.next.request.wx_min_close_ms
+                }) && now < *not_before_ms =>
+            {
+                seen.push("the close waits for a late unifiedorder's interval")
+            }
+            _ => {}
         }
     }
     seen
@@ -1486,14 +2817,20 @@ fn run_harness(h: &mut Harness, actions: &[Action]) -> Result<Phase, TestCaseErr
     let late = h.now.max(DEADLINE) + 1;
     h.deliver(Event::DeadlineReached, late)?;
     h.settle()?;
+    h.wechat_keeps_notifying()?;
     let ending = h.state.phase;
     h.check_end()?;
-    if let Phase::Stuck(_) = ending {
+    if let Phase::Stuck(step) = ending {
+        // An operator looks into it a while later (WeChat's interval has passed).
+        h.now += h.state.request.wx_min_close_ms;
         h.deliver(operator_retry(), h.now + 1)?;
         h.settle()?;
-        h.ensure(h.state.phase == Phase::Compensated, || {
+        // Closing the WeChat order may find it paid: then the payment wins.
+        let paid_found = step == CompStep::CloseWxOrder && h.state.phase == Phase::Completed;
+        h.ensure(h.state.phase == Phase::Compensated || paid_found, || {
             "a retried stuck saga did not compensate".to_owned()
         })?;
+        h.wechat_keeps_notifying()?;
         h.check_end()?;
     }
     h.check_replay()?;
@@ -1520,10 +2857,247 @@ proptest! {
     }
 }
 
+// ---- the model on chosen runs: the WeChat order ------------------------------------------
+
+/// A reliable checkout whose shopper is taken to the pay page, where `page` happens;
+/// then `actions`, and `then` on the harness before it settles.
+fn wx_run_with(
+    page: External,
+    amount_ok: [bool; 2],
+    actions: Vec<Action>,
+    then: impl FnOnce(&mut Harness),
+) -> Harness {
+    let mut all = vec![Action::Execute { roll: 0 }; 5];
+    all.extend(actions);
+    let scenario = Scenario {
+        lines: request().lines,
+        points: 30,
+        stock_short: false,
+        forward_success: 100,
+        compensation_success: 100,
+        amount_ok,
+        wx_min_close_ms: WX_MIN_CLOSE,
+        pay_page: Some(page),
+        quiet_checkout: true,
+        actions: all.clone(),
+    };
+    let mut h = Harness::new(scenario);
+    for action in &all {
+        if let Err(e) = h.act(action) {
+            panic!("{e}");
+        }
+    }
+    then(&mut h);
+    if let Err(e) = run_harness(&mut h, &[]) {
+        panic!("{e}");
+    }
+    h
+}
+
+/// [`wx_run_with`], the WeChat order created at once.
+fn wx_run(amount_ok: [bool; 2], actions: Vec<Action>) -> Harness {
+    let page = External::PayPage {
+        offset_ms: 0,
+        unifiedorder: true,
+        record: true,
+    };
+    wx_run_with(page, amount_ok, actions, |_| {})
+}
+
+impl Harness {
+    /// Where the first trace line starting with `what` is.
+    fn at(&self, what: &str) -> usize {
+        self.trace
+            .iter()
+            .position(|t| t.trim_start().starts_with(what))
+            .unwrap_or_else(|| panic!("no {what} in {:#?}", self.trace))
+    }
+}
+
+#[test]
+fn the_model_closes_the_wechat_order_only_after_its_interval_and_then_gives_back() {
+    let h = wx_run(
+        [true, true],
+        vec![Action::Inject(External::Cancel { operator: false })],
+    );
+    assert_eq!(h.state.phase, Phase::Compensated);
+    assert_eq!(h.world.wx_trade(), Some(&WxTrade::Closed));
+    assert!(
+        h.at("(CloseWxOrder waits") < h.at("WxOrderClosed")
+            && h.at("WxOrderClosed") < h.at("PointsRevoked"),
+        "{:#?}",
+        h.trace
+    );
+}
+
+#[test]
+fn the_model_s_silent_wechat_payment_is_found_by_the_close_and_completes_the_order() {
+    let h = wx_run(
+        [true, true],
+        vec![
+            Action::Inject(External::WxPaySilently { which: 0 }),
+            Action::Inject(External::Cancel { operator: false }),
+        ],
+    );
+    assert_eq!(h.state.phase, Phase::Completed, "{:#?}", h.trace);
+    assert_eq!(
+        h.state.payment.as_ref().map(|p| p.transaction_id.as_str()),
+        Some(TRANSACTIONS[0])
+    );
+    assert!(h.at("WxOrderPaid(4200000001") < h.at("PaymentRecorded"));
+    assert!(h.alerts.is_empty(), "{:?}", h.alerts);
+}
+
+#[test]
+fn the_model_s_wrong_amount_at_wechat_is_found_by_the_close_and_shown_for_refund() {
+    let h = wx_run(
+        [false, true],
+        vec![
+            Action::Inject(External::WxPaySilently { which: 0 }),
+            Action::Inject(External::Cancel { operator: false }),
+        ],
+    );
+    assert_eq!(h.state.phase, Phase::Compensated, "{:#?}", h.trace);
+    assert!(h.at("WxOrderPaid(4200000001") < h.at("PointsRevoked"));
+    let short = h.transaction(0);
+    assert_eq!(
+        h.alerts,
+        vec![Alert::WrongAmount {
+            order: order_id(),
+            expected: pay_money(&request()),
+            payment: short
+        }]
+    );
+}
+
+/// A wrong-amount notification that is not WeChat's account of its order (here the
+/// other transaction, or an operator's mistaken record) arriving during the close step
+/// used to be taken for the close's own finding, and the saga gave everything back
+/// without asking WeChat. It is now only alerted: the close step still asks WeChat,
+/// which either holds the shopper's real payment (the order completes) or closes the
+/// order (before anything is given back).
+#[test]
+fn a_wrong_amount_from_elsewhere_during_the_close_does_not_skip_it() {
+    let order = order_id();
+    let expected = pay_money(&request());
+
+    // The shopper paid the right amount at WeChat, its notification lost.
+    let h = wx_run(
+        [true, false],
+        vec![
+            Action::Inject(External::WxPaySilently { which: 0 }),
+            Action::Inject(External::Cancel { operator: false }),
+            Action::Inject(External::Pay { which: 1 }),
+        ],
+    );
+    assert_eq!(h.state.phase, Phase::Completed, "{:#?}", h.trace);
+    assert_eq!(
+        h.state.payment.as_ref().map(|p| p.transaction_id.as_str()),
+        Some(TRANSACTIONS[0])
+    );
+    let wrong = h.transaction(1);
+    assert_eq!(
+        h.alerts,
+        vec![Alert::WrongAmount {
+            order,
+            expected,
+            payment: wrong.clone()
+        }]
+    );
+    // The wrong amount left the saga in the close step, which found the real payment.
+    let notified = h.at("PaymentConfirmed(4200000002");
+    assert!(
+        h.trace[notified].contains("Compensating(CloseWxOrder) Alerted"),
+        "{:#?}",
+        h.trace
+    );
+    assert!(notified < h.at("WxOrderPaid(4200000001"), "{:#?}", h.trace);
+    assert!(!h.trace.iter().any(|t| t.contains("PointsRevoked")));
+
+    // Nobody paid at WeChat: the close closes the order there before anything is given
+    // back.
+    let h = wx_run_with(
+        External::PayPage {
+            offset_ms: 0,
+            unifiedorder: true,
+            record: true,
+        },
+        [true, false],
+        vec![Action::Inject(External::Cancel { operator: false })],
+        |h| {
+            let now = h.tick();
+            assert_eq!(h.state.phase, Phase::Compensating(CompStep::CloseWxOrder));
+            let wrong = h.transaction(1);
+            h.note_confirmed(&wrong);
+            h.deliver(confirmed(&wrong), now).unwrap();
+            assert_eq!(h.state.phase, Phase::Compensating(CompStep::CloseWxOrder));
+        },
+    );
+    assert_eq!(h.state.phase, Phase::Compensated, "{:#?}", h.trace);
+    assert_eq!(h.world.wx_trade(), Some(&WxTrade::Closed));
+    assert!(
+        h.at("PaymentConfirmed(4200000002") < h.at("WxOrderClosed")
+            && h.at("WxOrderClosed") < h.at("PointsRevoked"),
+        "{:#?}",
+        h.trace
+    );
+    assert_eq!(
+        h.alerts,
+        vec![Alert::WrongAmount {
+            order,
+            expected,
+            payment: h.transaction(1)
+        }]
+    );
+}
+
+#[test]
+fn the_model_s_late_unifiedorder_is_never_closed_before_its_own_interval() {
+    // The first visit journals the intent and crashes before unifiedorder; the shopper
+    // comes back twenty minutes later, then cancels a minute after that.
+    let h = wx_run_with(
+        External::PayPage {
+            offset_ms: 0,
+            unifiedorder: false,
+            record: false,
+        },
+        [true, true],
+        vec![
+            Action::Inject(External::Revisit {
+                after_ms: 20 * 60 * 1000,
+                record: true,
+            }),
+            Action::Wait { ms: 60_000 },
+            Action::Inject(External::Cancel { operator: false }),
+        ],
+        |_| {},
+    );
+    assert_eq!(h.state.phase, Phase::Compensated, "{:#?}", h.trace);
+    assert_eq!(h.world.wx_trade(), Some(&WxTrade::Closed));
+    let wx = h.state.wx.as_ref().unwrap();
+    let created = h.world.wx.as_ref().unwrap().created_at;
+    assert!(created - wx.requested_at_ms >= 20 * 60 * 1000, "{wx:?}");
+    assert!(wx.created_at_ms.is_some_and(|at| at >= created), "{wx:?}");
+    // WeChat never had to refuse a close, and the close waited past the intent's five
+    // minutes.
+    assert!(
+        !h.trace.iter().any(|t| t.contains(WX_TOO_EARLY)),
+        "{:#?}",
+        h.trace
+    );
+    let answered = wx.created_at_ms.unwrap();
+    let waits = h.at(&format!(
+        "(CloseWxOrder waits until +{})",
+        answered + WX_MIN_CLOSE - T0
+    ));
+    assert!(waits < h.at("WxOrderClosed"), "{:#?}", h.trace);
+}
+
 // ---- decide on arbitrary states ------------------------------------------------------
 
 fn comp_step() -> impl Strategy<Value = CompStep> {
     prop_oneof![
+        Just(CompStep::CloseWxOrder),
         Just(CompStep::RevokePoints),
         Just(CompStep::CloseOrder),
         Just(CompStep::ReleaseStock)
@@ -1608,7 +3182,23 @@ fn any_event() -> impl Strategy<Value = Event> {
         Just(failed("TEST-002: boom")),
         Just(Event::RetryDue),
         outside_event(),
+        (T0 - 60_000..DEADLINE + 60_000).prop_map(|at_ms| Event::WxOrderRequested { at_ms }),
+        Just(wx_created()),
+        Just(Event::WxOrderClosed),
+        any_payment().prop_map(|payment| Event::WxOrderPaid { payment }),
     ]
+}
+
+/// A WeChat order on record: created (its answer recorded) or not, at times around the
+/// intent's (the actor's clock drifts a little) or long after it (a re-entry).
+fn any_wx_order() -> impl Strategy<Value = WxOrder> {
+    let created_after = prop_oneof![-2_000i64..2_000, 60_000i64..3_600_000];
+    (T0..DEADLINE, prop::option::of(created_after)).prop_map(|(requested_at_ms, created)| WxOrder {
+        requested_at_ms,
+        created_at_ms: created.map(|after| requested_at_ms + after),
+        prepay_id: created.map(|_| PREPAY_ID.to_owned()),
+        code_url: created.map(|_| CODE_URL.to_owned()),
+    })
 }
 
 fn any_state() -> impl Strategy<Value = SagaState> {
@@ -1619,17 +3209,28 @@ fn any_state() -> impl Strategy<Value = SagaState> {
         prop::option::of(any_payment()),
         0..=MAX_COMPENSATION_ATTEMPTS + 2,
         prop::collection::vec(outside_event(), 0..4),
+        (prop::option::of(any_wx_order()), any_wx_order()),
     )
-        .prop_map(|(phase, reached, priced, payment, attempts, deferred)| {
-            let mut state = SagaState::new(request());
-            state.phase = phase;
-            state.reached = reached;
-            state.priced = priced.then(|| priced_for(&state.request.lines));
-            state.payment = payment;
-            state.attempts = attempts;
-            state.deferred = deferred;
-            state
-        })
+        .prop_map(
+            |(phase, reached, priced, payment, attempts, deferred, (wx, closing_wx))| {
+                let mut state = SagaState::new(request());
+                state.phase = phase;
+                state.reached = reached;
+                state.priced = priced.then(|| priced_for(&state.request.lines));
+                state.payment = payment;
+                state.attempts = attempts;
+                state.deferred = deferred;
+                // The WeChat order is requested while waiting for payment, never before;
+                // the close step runs only for one on record.
+                state.wx = match phase {
+                    Phase::Compensating(CompStep::CloseWxOrder)
+                    | Phase::Stuck(CompStep::CloseWxOrder) => Some(closing_wx),
+                    p if p.is_forward() => None,
+                    _ => wx,
+                };
+                state
+            },
+        )
 }
 
 proptest! {
@@ -1642,7 +3243,7 @@ proptest! {
         now in T0 - 3_600_000..DEADLINE + 3_600_000,
     ) {
         let d = decide(&state, &event, now);
-        if let Err(e) = check_decision(&state, &d) {
+        if let Err(e) = check_decision(&state, &event, now, &d) {
             return Err(TestCaseError::fail(format!("{e}\n  state {state:?}\n  event {event:?}")));
         }
         // Deterministic: the same input, the same decision.
@@ -1661,7 +3262,7 @@ fn the_random_driver_reaches_every_ending_and_situation() {
     let mut runner = TestRunner::deterministic();
     let strategy = scenario();
     let mut counts = BTreeMap::<&str, usize>::new();
-    let mut broken = 0;
+    let mut broken = Vec::new();
     for _ in 0..RUNS {
         let scenario = strategy.new_tree(&mut runner).unwrap().current();
         let actions = scenario.actions.clone();
@@ -1674,9 +3275,14 @@ fn the_random_driver_reaches_every_ending_and_situation() {
         for s in h.seen {
             *counts.entry(s).or_default() += 1;
         }
-        broken += usize::from(h.broken.into_inner().is_some());
+        if let Some(what) = h.broken.into_inner() {
+            broken.push(what.lines().next().unwrap_or_default().to_owned());
+        }
     }
-    eprintln!("{RUNS} runs, {broken} breaking an invariant: {counts:#?}");
+    eprintln!(
+        "{RUNS} runs, {} breaking an invariant: {broken:#?}\n{counts:#?}",
+        broken.len()
+    );
     for wanted in [
         "completed",
         "compensated",
@@ -1695,6 +3301,19 @@ fn the_random_driver_reaches_every_ending_and_situation() {
         "crash while recording the payment",
         "crash while compensating",
         "crash while waiting",
+        "a WeChat order created",
+        "a second WeChat order request",
+        "a WeChat order request out of phase",
+        "paid at WeChat without a notification",
+        "the close waited for WeChat's interval",
+        "the WeChat order closed",
+        "the close found the WeChat order paid",
+        "the close found a wrong amount paid",
+        "a notification paid the order during the close",
+        "a wrong amount notified during the close",
+        "the close found a payment not notified",
+        "unifiedorder answered long after the intent",
+        "the close waits for a late unifiedorder's interval",
     ] {
         assert!(
             counts.get(wanted).is_some_and(|n| *n >= RUNS / 200),

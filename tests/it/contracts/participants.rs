@@ -48,6 +48,7 @@ fn request(order: OrderId, user: &Username, lines: Vec<RequestedLine>) -> Checko
         points: 10,
         created_at_ms: T0,
         deadline_at_ms: T0 + 30 * 60 * 1000,
+        wx_min_close_ms: 5 * 60 * 1000,
     }
 }
 
@@ -539,8 +540,8 @@ on_both_backends! {
         let (user, _) = app.shopper("alice").await;
         let order = order_id(9101);
 
-        committed(db, async |tx| pay_log::enqueue(tx, order, user.as_str(), Money::from_fen(399), T0).await).await;
-        committed(db, async |tx| pay_log::enqueue(tx, order, user.as_str(), Money::from_fen(399), T0 + 5).await).await;
+        committed(db, async |tx| pay_log::enqueue(tx, order, user.as_str(), Money::from_fen(399), T0, T0 + 10_000).await).await;
+        committed(db, async |tx| pay_log::enqueue(tx, order, user.as_str(), Money::from_fen(399), T0 + 5, T0 + 10_005).await).await;
         let rows: Vec<(String, String, i64, i64, i64, i64)> = ordersaga::on_pool!(db, |pool| {
             sqlx::query_as(
                 "SELECT out_trade_no, username, total_fee, created_at_ms, next_check_at_ms, CAST(attempts AS BIGINT)
@@ -552,7 +553,7 @@ on_both_backends! {
         });
         assert_eq!(
             rows,
-            vec![(order.to_string(), "alice".into(), 399, T0, T0 + pay_log::FIRST_CHECK_AFTER_MS, 0)],
+            vec![(order.to_string(), "alice".into(), 399, T0, T0 + 10_000, 0)],
             "one entry, as first enqueued"
         );
 
