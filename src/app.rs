@@ -194,6 +194,7 @@ fn wxpay(
                 notify_url: args.notify_url.clone().unwrap_or(default_notify),
                 spbill_create_ip: args.spbill_create_ip.clone(),
                 body: args.body.clone(),
+                timeout: args.timeout,
             };
             Ok((config, Some(sim)))
         }
@@ -225,6 +226,7 @@ fn wxpay(
                 notify_url,
                 spbill_create_ip: args.spbill_create_ip.clone(),
                 body: args.body.clone(),
+                timeout: args.timeout,
             };
             Ok((config, None))
         }

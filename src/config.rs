@@ -115,6 +115,10 @@ pub struct WxPayArgs {
     )]
     pub body: String,
 
+    /// How long one WeChat Pay call may take before it is retried (at most 3 attempts).
+    #[arg(long = "wxpay-timeout", env = "ORDERSAGA_WXPAY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
     /// Simulator only: multiplies WeChat's notification retry delays (1 = real schedule).
     #[arg(
         long = "wxpay-sim-notify-scale",

@@ -4,9 +4,12 @@
 //!
 //! - [`domain`] – plain data: `Money` in fen, ids, users, SKUs, cart lines. No I/O.
 //! - [`workflows`] – pure saga state machines: no I/O, no clock, no randomness.
-//! - [`actors`] – ractor actors: `SagaSupervisor` and one `OrderSaga` per active order.
+//! - [`actors`] – ractor actors: `SagaSupervisor`, one `OrderSaga` per active order, and
+//!   `PayReconciler`.
 //! - [`store`] – the SQL store on PostgreSQL or SQLite: pools, migrations, queries written
 //!   once for both backends.
+//! - [`queue`] – the `PayLogQueue` port: SQL (the record) and Redis (an index).
+//! - [`wxpay`] – WeChat Pay v2 Native: signing, XML, client, notifications, simulator.
 //! - [`cart`] – the `Cart` port and its adapters: Redis (the seed's `Cart_{username}` hash)
 //!   and SQL.
 //! - [`auth`] – JWTs (HS256 or RS256 verify-only) and bcrypt passwords.

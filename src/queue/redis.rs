@@ -142,14 +142,17 @@ impl PayLogQueue for RedisPayLogQueue {
     }
 
     async fn reschedule(&self, out_trade_no: &str, next_check_at_ms: i64) -> anyhow::Result<()> {
-        sql::reschedule(&self.db, out_trade_no, next_check_at_ms).await?;
+        let exists = sql::reschedule(&self.db, out_trade_no, next_check_at_ms).await?;
         let mut conn = self.conn.clone();
-        let _: () = redis::pipe()
-            .atomic()
-            .zrem(self.key("lease"), out_trade_no)
-            .zadd(self.key("due"), out_trade_no, next_check_at_ms)
-            .query_async(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().zrem(self.key("lease"), out_trade_no);
+        if exists {
+            pipe.zadd(self.key("due"), out_trade_no, next_check_at_ms);
+        } else {
+            // Its saga finished and removed it: drop it from the index too.
+            pipe.zrem(self.key("due"), out_trade_no);
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -165,25 +168,10 @@ impl PayLogQueue for RedisPayLogQueue {
         Ok(())
     }
 
+    /// From the SQL record: the index may still hold members of sagas that finished since
+    /// (they are dropped when next claimed).
     async fn stats(&self, now_ms: i64) -> anyhow::Result<QueueStats> {
-        let mut conn = self.conn.clone();
-        let (due_total, leased, due, oldest): (i64, i64, i64, Vec<(String, i64)>) = redis::pipe()
-            .zcard(self.key("due"))
-            .zcard(self.key("lease"))
-            .zcount(self.key("due"), "-inf", now_ms)
-            .cmd("ZRANGE")
-            .arg(self.key("due"))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?;
-        let oldest_due_at_ms = oldest.first().map(|(_, s)| *s).filter(|s| *s <= now_ms);
-        Ok(QueueStats {
-            depth: due_total + leased,
-            due,
-            oldest_due_at_ms,
-        })
+        sql::stats(&self.db, now_ms).await
     }
 
     async fn resync(&self) -> anyhow::Result<usize> {

@@ -57,12 +57,13 @@ pub(super) async fn entries(db: &Db, ids: &[String]) -> anyhow::Result<Vec<PayLo
     Ok(out)
 }
 
+/// Returns whether the entry still exists (its saga may have removed it meanwhile).
 pub(super) async fn reschedule(
     db: &Db,
     out_trade_no: &str,
     next_check_at_ms: i64,
-) -> anyhow::Result<()> {
-    on_pool!(db, |pool| {
+) -> anyhow::Result<bool> {
+    let updated = on_pool!(db, |pool| {
         sqlx::query(
             "UPDATE pay_log SET next_check_at_ms = $2, attempts = attempts + 1, lease_owner = NULL, lease_until_ms = NULL
              WHERE out_trade_no = $1",
@@ -70,9 +71,30 @@ pub(super) async fn reschedule(
         .bind(out_trade_no)
         .bind(next_check_at_ms)
         .execute(pool)
-        .await?;
+        .await?
+        .rows_affected()
     });
-    Ok(())
+    Ok(updated == 1)
+}
+
+/// Depth, due entries and the oldest due one, from the record.
+pub(super) async fn stats(db: &Db, now_ms: i64) -> anyhow::Result<QueueStats> {
+    let (depth, due, oldest): (i64, i64, Option<i64>) = on_pool!(db, |pool| {
+        sqlx::query_as(
+            "SELECT COUNT(*),
+                    COALESCE(SUM(CASE WHEN next_check_at_ms <= $1 THEN 1 ELSE 0 END), 0),
+                    MIN(CASE WHEN next_check_at_ms <= $1 THEN next_check_at_ms END)
+             FROM pay_log",
+        )
+        .bind(now_ms)
+        .fetch_one(pool)
+        .await?
+    });
+    Ok(QueueStats {
+        depth,
+        due,
+        oldest_due_at_ms: oldest,
+    })
 }
 
 pub(super) async fn remove(db: &Db, out_trade_no: &str) -> anyhow::Result<()> {
@@ -139,7 +161,8 @@ impl PayLogQueue for SqlPayLogQueue {
     }
 
     async fn reschedule(&self, out_trade_no: &str, next_check_at_ms: i64) -> anyhow::Result<()> {
-        reschedule(&self.db, out_trade_no, next_check_at_ms).await
+        reschedule(&self.db, out_trade_no, next_check_at_ms).await?;
+        Ok(())
     }
 
     async fn remove(&self, out_trade_no: &str) -> anyhow::Result<()> {
@@ -147,22 +170,7 @@ impl PayLogQueue for SqlPayLogQueue {
     }
 
     async fn stats(&self, now_ms: i64) -> anyhow::Result<QueueStats> {
-        let (depth, due, oldest): (i64, i64, Option<i64>) = on_pool!(&self.db, |pool| {
-            sqlx::query_as(
-                "SELECT COUNT(*),
-                        COALESCE(SUM(CASE WHEN next_check_at_ms <= $1 THEN 1 ELSE 0 END), 0),
-                        MIN(CASE WHEN next_check_at_ms <= $1 THEN next_check_at_ms END)
-                 FROM pay_log",
-            )
-            .bind(now_ms)
-            .fetch_one(pool)
-            .await?
-        });
-        Ok(QueueStats {
-            depth,
-            due,
-            oldest_due_at_ms: oldest,
-        })
+        stats(&self.db, now_ms).await
     }
 
     async fn resync(&self) -> anyhow::Result<usize> {

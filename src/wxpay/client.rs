@@ -28,6 +28,8 @@ pub struct WxPayConfig {
     pub spbill_create_ip: String,
     /// `body`: the short description shown to the payer.
     pub body: String,
+    /// How long one call may take (connecting included) before it counts as unanswered.
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for WxPayConfig {
@@ -164,8 +166,8 @@ pub fn from_wx_time(raw: &str) -> Option<DateTime<Utc>> {
 impl WxPayClient {
     pub fn new(config: WxPayConfig) -> anyhow::Result<WxPayClient> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(2)))
             .build()?;
         Ok(WxPayClient {
             http,
@@ -356,6 +358,7 @@ mod tests {
             notify_url: "n".into(),
             spbill_create_ip: "127.0.0.1".into(),
             body: "b".into(),
+            timeout: Duration::from_secs(5),
         };
         assert!(!format!("{cfg:?}").contains("SECRET"));
     }

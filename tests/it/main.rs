@@ -57,5 +57,6 @@ mod http_cart;
 mod invariants;
 mod passivation;
 mod payments;
+mod reconciliation;
 mod recovery;
 mod smoke;

@@ -287,3 +287,197 @@ async fn killing_the_process_at_random_moments_loses_nothing_and_applies_nothing
     assert_invariants(&db, &initial, 10).await;
     db.close().await;
 }
+
+/// The reconciler killed mid-pass: WeChat (a simulator process of its own, which survives)
+/// was paid for every order and told us nothing; the server is SIGKILLed while its passes
+/// claim and query. After the last restart every paid order is completed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_reconciler_mid_pass_loses_no_pay_log_and_completes_nothing_twice() {
+    let seed: u64 = std::env::var("ORDERSAGA_RECOVERY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("reconciler recovery seed: {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let sim_args: Vec<String> = [
+        "wxpay-sim",
+        "--bind",
+        "127.0.0.1:0",
+        "--min-close-interval",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let sim = Process::start_until(dir.path(), &sim_args, "WeChat Pay simulator is up: ");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let faults = json!({ "dropAllNotifications": true });
+    assert!(
+        http.post(format!("{}/sim/faults", sim.base))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+
+    let db_handle = TestDb::create(true).await;
+    let prefix = RedisPrefix::new();
+    let db = ordersaga::app::open_db(&db_handle.url, 2).await.unwrap();
+    let sku = SkuId::new(7101).unwrap();
+    db.insert_sku(
+        &ordersaga::store::NewSku {
+            id: sku,
+            name: "对账测试".into(),
+            price: ordersaga::domain::Money::from_fen(2_500),
+            num: 1_000,
+            brand_name: "t".into(),
+            category_name: "t".into(),
+            spec: "{}".into(),
+            image: String::new(),
+            status: SkuStatus::OnSale,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let initial = stock_snapshot(&db).await;
+    let keys = TokenKeys::hs256(SECRET.as_bytes(), Duration::from_secs(3600)).unwrap();
+    let hash = ordersaga::auth::hash_password("x", 4).unwrap();
+    let conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let cart = RedisCart::new(conn, prefix.0.clone());
+    let server_args = {
+        let mut a = args(&db_handle, &prefix);
+        for (flag, value) in [
+            ("--pay-timeout", "10m"),
+            ("--wxpay-base-url", sim.base.as_str()),
+            ("--reconcile-cron", "* * * * * *"),
+            ("--reconcile-backoff", "200ms,400ms,800ms"),
+            ("--reconcile-lease", "1s"),
+            ("--wxpay-timeout", "1s"),
+            // Slow enough that a pass is still running when the kill comes.
+            ("--wxpay-qps", "4"),
+        ] {
+            match a.iter().position(|x| x == flag) {
+                Some(i) => a[i + 1] = value.into(),
+                None => a.extend([flag.to_owned(), value.to_owned()]),
+            }
+        }
+        a
+    };
+
+    let mut paid: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let server = Process::start(dir.path(), &server_args);
+        for i in 0..6 {
+            let user = Username::parse(&format!("rec{round}x{i}")).unwrap();
+            db.create_user(ordersaga::store::NewUser {
+                username: &user,
+                password_hash: &hash,
+                roles: &[Role::User],
+                now: Utc::now(),
+            })
+            .await
+            .unwrap();
+            let token = keys.issue(&user, &[Role::User], Utc::now()).unwrap();
+            let s = db.sku(sku).await.unwrap().unwrap();
+            cart.add(&user, &s, CartDelta::new(1).unwrap())
+                .await
+                .unwrap();
+            let body =
+                json!({ "receiverContact": "R", "receiverMobile": "1", "receiverAddress": "A" });
+            let env: serde_json::Value = http
+                .post(format!("{}/api/order", server.base))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let order = env["data"]["orderId"]
+                .as_str()
+                .expect("checkout answered")
+                .to_owned();
+            let native: serde_json::Value = http
+                .get(format!("{}/api/pay/native?orderId={order}", server.base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(native["flag"], true, "{native}");
+            let pay = http
+                .post(format!("{}/sim/pay", sim.base))
+                .json(&json!({ "outTradeNo": order }))
+                .send()
+                .await
+                .unwrap();
+            assert!(pay.status().is_success());
+            paid.push(order);
+        }
+        let kill_after = Duration::from_millis(rng.random_range(300..2500));
+        tokio::time::sleep(kill_after).await;
+        let leased: (i64,) = ordersaga::on_pool!(&db, |pool| {
+            sqlx::query_as("SELECT COUNT(*) FROM pay_log")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
+        println!(
+            "round {round}: SIGKILL after {kill_after:?} with {} pay logs open",
+            leased.0
+        );
+        server.kill();
+    }
+
+    let server = Process::start(dir.path(), &server_args);
+    wait_until(
+        Duration::from_secs(90),
+        "every paid order completed",
+        || async {
+            let mut all = true;
+            for order in &paid {
+                let saga = db.load_saga(order.parse().unwrap()).await.unwrap().unwrap();
+                all &= saga.state.phase.name() == "completed";
+            }
+            all
+        },
+    )
+    .await;
+    assert!(server.terminate().await.success());
+    for order in &paid {
+        let (recorded,): (i64,) = ordersaga::on_pool!(&db, |pool| {
+            sqlx::query_as(
+                "SELECT COUNT(*) FROM saga_event WHERE order_id = $1 AND kind = 'payment_recorded'",
+            )
+            .bind(order)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        });
+        assert_eq!(recorded, 1, "{order} completed exactly once");
+    }
+    let (left,): (i64,) = ordersaga::on_pool!(&db, |pool| {
+        sqlx::query_as("SELECT COUNT(*) FROM pay_log")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(left, 0, "no pay log outlives its saga");
+    assert_invariants(&db, &initial, 10).await;
+    drop(sim);
+    db.close().await;
+}

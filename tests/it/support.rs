@@ -163,6 +163,7 @@ pub fn serve_args(db: &TestDb, redis_prefix: Option<&RedisPrefix>) -> ServeArgs 
             spbill_create_ip: "127.0.0.1".into(),
             body: "畅购商城-订单".into(),
             sim_notify_scale: 0.001,
+            timeout: Duration::from_secs(1),
         },
         // Tests drive the reconciler themselves unless they turn the schedule on.
         reconcile_cron: "off".into(),
