@@ -40,6 +40,7 @@ pub async fn build_state(args: &ServeArgs, local_addr: SocketAddr) -> anyhow::Re
         args.request_timeout
     );
     let db = open_db(&args.db.database_url, args.db.db_max_connections).await?;
+    crate::metrics::handle();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     if args.demo {

@@ -1,10 +1,13 @@
-//! The command line: `ordersaga [serve]`, `ordersaga migrate`. Every flag of `serve` has an
-//! `ORDERSAGA_*` environment variable, and `--help` lists both.
+//! The command line: `ordersaga [serve]`, `ordersaga migrate`, and the operator CLI
+//! (`token`, `sagas`, `alerts`; see [`crate::cli`]). Every flag has an `ORDERSAGA_*`
+//! environment variable, and `--help` lists both.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, FixedOffset};
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::store::DbUrl;
@@ -34,6 +37,19 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Run the WeChat Pay v2 simulator on its own port.
     WxpaySim(SimArgs),
+    /// Mint a token signed with the server's HS256 secret (printed alone on stdout).
+    #[command(
+        long_about = "Mint a token signed with the server's HS256 secret; only the token is \
+            printed on stdout.\n\n\
+            The secret is --jwt-secret (ORDERSAGA_JWT_SECRET) when given, else the one the \
+            server generated and keeps in its database (--database-url). A server that only \
+            verifies RS256 tokens (--jwt-public-key) does not accept these tokens."
+    )]
+    Token(TokenArgs),
+    /// List, show, cancel and retry sagas on a running server (admin API).
+    Sagas(SagasArgs),
+    /// List the operator alerts of a running server, or resolve one (admin API).
+    Alerts(AlertsArgs),
 }
 
 /// Where payments go.
@@ -293,4 +309,204 @@ fn parse_backoff(raw: &str) -> Result<Backoff, String> {
         return Err("give one or more positive delays, e.g. 10s,30s,1m".into());
     }
     Ok(Backoff(delays))
+}
+
+/// The roles a minted token carries: `user` always, `admin` on top with `--role admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenRole {
+    /// A shopper: roles ["user"].
+    User,
+    /// An operator: roles ["user", "admin"].
+    Admin,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// Who the token is for (its `username` claim): 1 to 50 letters, digits, '_', '-' or '.'.
+    #[arg(long, env = "ORDERSAGA_CLI_TOKEN_USER", value_parser = parse_username)]
+    pub user: crate::domain::Username,
+
+    /// `user` (a shopper) or `admin` (an operator; also carries `user`).
+    #[arg(
+        long,
+        env = "ORDERSAGA_CLI_TOKEN_ROLE",
+        value_enum,
+        default_value = "user"
+    )]
+    pub role: TokenRole,
+
+    /// How long the token is valid, e.g. `1h`, `15m`.
+    #[arg(long, env = "ORDERSAGA_CLI_TOKEN_TTL", default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+
+    /// Where the server keeps its generated secret (read only when --jwt-secret is absent).
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// The HS256 secret the server was started with (at least 32 characters). Without it,
+    /// the secret the server generated and keeps in the database is used.
+    #[arg(long, env = "ORDERSAGA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+fn parse_username(raw: &str) -> Result<crate::domain::Username, String> {
+    crate::domain::Username::parse(raw).map_err(|e| e.to_string())
+}
+
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_secs(1) {
+        return Err("give at least one second, e.g. 1h".into());
+    }
+    Ok(ttl)
+}
+
+/// The running server the `sagas` and `alerts` commands talk to.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Server")]
+pub struct ServerArgs {
+    /// Base URL of the running ordersaga server.
+    #[arg(
+        long,
+        env = "ORDERSAGA_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = parse_server_url,
+        global = true
+    )]
+    pub url: url::Url,
+
+    /// A token with the admin role (required). Mint one on the server's machine with
+    /// `ordersaga token --user admin --role admin`.
+    #[arg(long, env = "ORDERSAGA_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+fn parse_server_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("`{raw}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{raw}`: give an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SagasArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(subcommand)]
+    pub command: SagasCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SagasCommand {
+    /// Sagas, newest first, one page at a time.
+    List(SagaListArgs),
+    /// One saga: its state, its timeline and its alerts.
+    Show(SagaShowArgs),
+    /// Cancel an unpaid order as an operator: everything done so far is undone.
+    Cancel(SagaIdArgs),
+    /// Resume a `stuck` saga.
+    Retry(SagaIdArgs),
+}
+
+/// The states a saga can be in, as the server names them.
+pub const SAGA_STATES: [&str; 12] = [
+    "started",
+    "stock_reserved",
+    "order_written",
+    "points_awarded",
+    "cart_cleared",
+    "awaiting_payment",
+    "paying",
+    "compensating",
+    "stuck",
+    "completed",
+    "compensated",
+    "failed",
+];
+
+#[derive(Args, Debug, Clone)]
+pub struct SagaListArgs {
+    /// Only sagas in this state.
+    #[arg(long, env = "ORDERSAGA_SAGAS_STATE", value_parser = SAGA_STATES)]
+    pub state: Option<String>,
+
+    /// Only this shopper's sagas.
+    #[arg(long, env = "ORDERSAGA_SAGAS_USERNAME")]
+    pub username: Option<String>,
+
+    /// Only the saga of this order.
+    #[arg(long, env = "ORDERSAGA_SAGAS_ORDER_ID")]
+    pub order_id: Option<String>,
+
+    /// Only sagas created at or after this time (RFC 3339, e.g. 2025-01-31T08:00:00Z).
+    #[arg(long, env = "ORDERSAGA_SAGAS_SINCE", value_parser = parse_rfc3339)]
+    pub since: Option<DateTime<FixedOffset>>,
+
+    /// Only sagas created before this time (RFC 3339).
+    #[arg(long, env = "ORDERSAGA_SAGAS_UNTIL", value_parser = parse_rfc3339)]
+    pub until: Option<DateTime<FixedOffset>>,
+
+    /// Most sagas on one page (the server caps it).
+    #[arg(long, env = "ORDERSAGA_SAGAS_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+
+    /// Where the page starts: the `next: --cursor` printed under the previous page.
+    #[arg(long, env = "ORDERSAGA_SAGAS_CURSOR")]
+    pub cursor: Option<String>,
+
+    /// Print the server's JSON (`items`, `nextCursor`) instead of a table.
+    #[arg(long, env = "ORDERSAGA_JSON", value_parser = BoolishValueParser::new())]
+    pub json: bool,
+}
+
+fn parse_rfc3339(raw: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(raw)
+        .map_err(|e| format!("`{raw}` is not an RFC 3339 time like 2025-01-31T08:00:00Z: {e}"))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SagaShowArgs {
+    /// The order id.
+    pub order_id: String,
+
+    /// Print the server's JSON (saga, order, items, timeline, alerts) instead of text.
+    #[arg(long, env = "ORDERSAGA_JSON", value_parser = BoolishValueParser::new())]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SagaIdArgs {
+    /// The order id.
+    pub order_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(subcommand)]
+    pub command: Option<AlertsCommand>,
+
+    /// List resolved alerts too (by default only the open ones). Listing only.
+    #[arg(long, env = "ORDERSAGA_ALERTS_ALL", value_parser = BoolishValueParser::new())]
+    pub all: bool,
+
+    /// Print the server's JSON (`items`) instead of a table. Listing only.
+    #[arg(long, env = "ORDERSAGA_JSON", value_parser = BoolishValueParser::new())]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AlertsCommand {
+    /// Mark an alert as handled (it is kept, with who resolved it and when).
+    Resolve(AlertIdArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AlertIdArgs {
+    /// The alert's id (the ID column of `ordersaga alerts`).
+    pub id: i64,
 }

@@ -15,6 +15,7 @@
 //! - [`auth`] – JWTs (HS256 or RS256 verify-only) and bcrypt passwords.
 //! - [`http`] – axum routers, one module per resource, the envelope and error mapping,
 //!   pages.
+//! - [`metrics`] – Prometheus metrics for `/metrics`.
 //! - [`config`] – the command line and its `ORDERSAGA_*` variables.
 //! - [`app`] – wiring configuration into a running service, and shutdown.
 //! - [`clock`] – injected time.
@@ -23,10 +24,12 @@ pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod cart;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod queue;
 pub mod store;
 pub mod workflows;

@@ -1,19 +1,35 @@
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
 use ordersaga::config::{Cli, Command, ServeArgs, SimArgs};
 use ordersaga::wxpay::sim::{SimConfig, WxPaySim};
-use ordersaga::{app, store};
+use ordersaga::{app, cli, store};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let cli = Cli::parse();
-    match cli.command {
+async fn main() -> anyhow::Result<ExitCode> {
+    let parsed = Cli::parse();
+    // The operator CLI prints its results on stdout: its logs go to stderr, warnings only
+    // unless RUST_LOG says otherwise.
+    let operator = matches!(
+        parsed.command,
+        Some(Command::Token(_) | Command::Sagas(_) | Command::Alerts(_))
+    );
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if operator { "warn" } else { "info" }));
+    if operator {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let done = match parsed.command {
+        Some(Command::Token(args)) => return Ok(cli::finish(cli::token(args).await)),
+        Some(Command::Sagas(args)) => return Ok(cli::finish(cli::sagas(args).await)),
+        Some(Command::Alerts(args)) => return Ok(cli::finish(cli::alerts(args).await)),
         Some(Command::Migrate(args)) => {
             let db = app::open_db(&args.db.database_url, 2).await?;
             tracing::info!(database = %args.db.database_url, "migrations applied");
@@ -22,8 +38,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::WxpaySim(args)) => wxpay_sim(args).await,
-        None => serve(cli.serve).await,
-    }
+        None => serve(parsed.serve).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -387,6 +387,7 @@ impl SagaActorState {
     /// Executes one step: the participant's effect, the transition and its alerts commit
     /// together. Returns the next step.
     async fn execute(&mut self, cmd: &Command) -> Result<Option<Command>, StepError> {
+        let started = std::time::Instant::now();
         let saga = self.saga.clone().expect("run checks the saga is loaded");
         // The cart may live in Redis, outside the transaction: removing lines is
         // idempotent, so doing it again after a crash is harmless.
@@ -439,12 +440,16 @@ impl SagaActorState {
         tx.commit()
             .await
             .map_err(|e| StepError::Failed(format!("SAGA-STORE-004: {e}")))?;
-        self.saga = Some(StoredSaga {
-            state: decision.next,
-            version: saga.version + 1,
-        });
-        self.publish();
+        self.committed(&event, decision.next, started);
         Ok(decision.commands.into_iter().find(is_step))
+    }
+
+    /// After a transition committed: the new state is ours, watchers see it, metrics count it.
+    fn committed(&mut self, event: &Event, next: SagaState, started: std::time::Instant) {
+        let (from, version) = self.saga.as_ref().map_or((next.phase, 0), |s| (s.state.phase, s.version));
+        crate::metrics::transition(from, next.phase, event.kind(), started.elapsed());
+        self.saga = Some(StoredSaga { state: next, version: version + 1 });
+        self.publish();
     }
 
     /// Commits a transition that has no participant effect.
@@ -455,6 +460,7 @@ impl SagaActorState {
         commands: &[Command],
         now: i64,
     ) -> Result<(), TransitionError> {
+        let started = std::time::Instant::now();
         let saga = self.saga.as_ref().expect("apply checks the saga is loaded");
         let mut tx = self.deps.db.begin_write().await?;
         for c in commands {
@@ -464,11 +470,7 @@ impl SagaActorState {
         }
         record_transition(&mut tx, saga.version, event, next, now).await?;
         tx.commit().await?;
-        self.saga = Some(StoredSaga {
-            state: next.clone(),
-            version: saga.version + 1,
-        });
-        self.publish();
+        self.committed(event, next.clone(), started);
         Ok(())
     }
 

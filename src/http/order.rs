@@ -128,7 +128,10 @@ async fn submit(
         .create_saga(&SagaState::new(request), key.as_deref(), now)
         .await?
     {
-        Created::New => order_id,
+        Created::New => {
+            crate::metrics::saga_started();
+            order_id
+        }
         Created::Existing(earlier) => earlier,
     };
     respond(&app, order_id).await

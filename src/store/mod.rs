@@ -11,6 +11,7 @@
 //! its journal entry and the saga row commit in one transaction.
 
 mod accounts;
+pub mod admin;
 mod catalog;
 mod demo;
 pub mod inventory;

@@ -48,7 +48,9 @@ macro_rules! each_backend {
     };
 }
 
+mod admin;
 mod checkout;
+mod cli;
 mod compensation;
 mod contracts;
 mod http_auth;

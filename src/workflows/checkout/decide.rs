@@ -168,6 +168,8 @@ pub fn decide(state: &SagaState, event: &Event, now_ms: i64) -> Decision {
             Event::WxOrderPaid { payment },
         ) => {
             if !d.take_payment(payment) {
+                // The alert is raised and the undo moves on: the state changed.
+                d.outcome = Outcome::Applied;
                 d.compensated(CompStep::CloseWxOrder);
             }
         }
