@@ -180,7 +180,7 @@ fn step_of(state: &SagaState) -> Option<String> {
     }
 }
 
-fn saga_item(row: &SagaRow) -> serde_json::Value {
+pub(super) fn saga_item(row: &SagaRow) -> serde_json::Value {
     let state = row.saga().ok();
     serde_json::json!({
         "orderId": row.order_id,
@@ -195,7 +195,7 @@ fn saga_item(row: &SagaRow) -> serde_json::Value {
     })
 }
 
-fn alert_item(a: &AlertRow) -> serde_json::Value {
+pub(super) fn alert_item(a: &AlertRow) -> serde_json::Value {
     serde_json::json!({
         "id": a.id,
         "orderId": a.order_id,
@@ -219,7 +219,7 @@ struct SagaQuery {
     cursor: Option<String>,
 }
 
-const STATES: [&str; 12] = [
+pub(super) const STATES: [&str; 12] = [
     "started", "stock_reserved", "order_written", "points_awarded", "cart_cleared", "awaiting_payment",
     "paying", "compensating", "stuck", "completed", "compensated", "failed",
 ];

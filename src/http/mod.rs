@@ -5,6 +5,7 @@ mod address;
 mod admin;
 pub mod auth;
 mod cart;
+mod dashboard;
 pub mod error;
 mod health;
 mod order;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cart::router())
         .merge(order::router())
         .merge(admin::router())
+        .merge(dashboard::router())
         .merge(pay::router())
         .merge(pages::router())
         .fallback(|req: Request| async move {

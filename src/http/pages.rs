@@ -38,6 +38,8 @@ impl Pages {
             ("login.html", include_str!("../../templates/login.html")),
             ("home.html", include_str!("../../templates/home.html")),
             ("pay.html", include_str!("../../templates/pay.html")),
+            ("admin.html", include_str!("../../templates/admin.html")),
+            ("admin_saga.html", include_str!("../../templates/admin_saga.html")),
             (
                 "pay_success.html",
                 include_str!("../../templates/pay_success.html"),

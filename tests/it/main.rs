@@ -53,6 +53,7 @@ mod checkout;
 mod cli;
 mod compensation;
 mod contracts;
+mod dashboard;
 mod http_auth;
 mod http_basics;
 mod http_cart;
