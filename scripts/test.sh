@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against real PostgreSQL and Redis on loopback.
-# Starts them if they are installed but stopped, installs them (apt-get) if absent, so the
+# Runs the whole test suite against real PostgreSQL and Redis on loopback, and headless
+# Chromium for the browser tests. Starts the services if they are installed but stopped,
+# installs what is absent (apt-get), so the
 # same command works on a fresh Debian machine. Exits non-zero if anything fails or could
 # not run. Environment: ORDERSAGA_TEST_PG, ORDERSAGA_TEST_REDIS override the services.
 set -euo pipefail
@@ -56,8 +57,18 @@ ensure_redis() {
   fi
 }
 
+ensure_browser() {
+  # Headless Chromium and its WebDriver for the browser tests; a CJK font so screenshots of
+  # the Chinese pages are legible.
+  if ! have chromium || ! have chromedriver; then
+    log "installing Chromium and ChromeDriver"
+    apt_install chromium chromium-driver fonts-wqy-zenhei
+  fi
+}
+
 ensure_postgres
 ensure_redis
+ensure_browser
 
 log "format and lints"
 cargo fmt --check

@@ -1,5 +1,6 @@
 //! Server-rendered pages (minijinja templates compiled into the binary, no front-end build):
-//! `/login` and the shop's home page.
+//! `/login`, the shop's home page, the checkout page (`/order`), the shopper's orders
+//! (`/orders`) and the pay pages.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use minijinja::{Environment, context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::{PageUser, auth_cookie, authenticate, safe_return_path};
@@ -23,6 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/static/sku.svg", get(sku_image))
         .route("/pay", get(pay_page))
         .route("/pay/success", get(pay_success_page))
+        .route("/order", get(order_page))
+        .route("/orders", get(orders_page))
 }
 
 /// The page templates, parsed once at start-up.
@@ -38,8 +41,13 @@ impl Pages {
             ("login.html", include_str!("../../templates/login.html")),
             ("home.html", include_str!("../../templates/home.html")),
             ("pay.html", include_str!("../../templates/pay.html")),
+            ("order.html", include_str!("../../templates/order.html")),
+            ("orders.html", include_str!("../../templates/orders.html")),
             ("admin.html", include_str!("../../templates/admin.html")),
-            ("admin_saga.html", include_str!("../../templates/admin_saga.html")),
+            (
+                "admin_saga.html",
+                include_str!("../../templates/admin_saga.html"),
+            ),
             (
                 "pay_success.html",
                 include_str!("../../templates/pay_success.html"),
@@ -131,7 +139,7 @@ async fn home(
         .pages
         .render(
             "home.html",
-            context! { username => user.username.as_str(), is_admin => user.is_admin(), addresses, cart, skus },
+            context! { shop_nav => "home", username => user.username.as_str(), is_admin => user.is_admin(), addresses, cart, skus },
         )?
         .into_response())
 }
@@ -170,6 +178,7 @@ async fn pay_page(
         .render(
             "pay.html",
             context! {
+                shop_nav => "pay",
                 username => user.username.as_str(),
                 order_id => saga.request.order_id.to_string(),
                 pay_money => saga.pay_money().map(|m| m.fen()).unwrap_or_default(),
@@ -195,12 +204,144 @@ async fn pay_success_page(
         .render(
             "pay_success.html",
             context! {
+                shop_nav => "pay",
                 username => user.username.as_str(),
                 order_id => saga.request.order_id.to_string(),
                 pay_money => saga.pay_money().map(|m| m.fen()).unwrap_or_default(),
                 state => saga.phase.name(),
                 paid => saga.payment.is_some(),
                 transaction_id => saga.payment.as_ref().map(|p| p.transaction_id.clone()),
+            },
+        )?
+        .into_response())
+}
+
+/// `/order`, the seed's 结算页: where the parcel goes (the shopper's addresses, the default
+/// chosen), what is in it (the cart at today's prices) and what it costs. The page's script
+/// submits to `POST /api/order` and goes on to `/pay`.
+async fn order_page(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+) -> Result<Response, ApiError> {
+    let addresses = state.db.addresses(&user.username).await?;
+    let cart = cart_lines(&state, &user.username).await?;
+    // The default address if there is one, else the first: a submit always has a receiver.
+    let selected_address = addresses
+        .iter()
+        .find(|a| a.is_default.as_deref() == Some("1"))
+        .or(addresses.first())
+        .map(|a| a.id);
+    let total_num: i64 = cart.iter().map(|l| i64::from(l.num)).sum();
+    let total_money: i64 = cart.iter().map(|l| l.money.fen()).sum();
+    Ok(state
+        .pages
+        .render(
+            "order.html",
+            context! {
+                shop_nav => "order",
+                username => user.username.as_str(),
+                is_admin => user.is_admin(),
+                addresses,
+                selected_address,
+                cart,
+                total_num,
+                total_money,
+            },
+        )?
+        .into_response())
+}
+
+const ORDERS_PER_PAGE: i64 = 20;
+
+#[derive(Deserialize)]
+struct OrdersQuery {
+    page: Option<String>,
+}
+
+/// One row of `/orders`.
+#[derive(Serialize)]
+struct OrderView {
+    id: String,
+    /// UTC, for browsers without script; the page's script shows local time.
+    created: String,
+    created_iso: String,
+    total_num: i64,
+    pay_money: i64,
+    /// The saga's state, as stored.
+    state: String,
+    label: &'static str,
+    payable: bool,
+    cancellable: bool,
+}
+
+/// What a shopper reads for a saga state, whether the order can be paid, and whether a
+/// cancel would be accepted (the forward steps take it once they are done).
+fn state_label(state: &str) -> (&'static str, bool, bool) {
+    match state {
+        "started" | "stock_reserved" | "order_written" | "points_awarded" | "cart_cleared" => {
+            ("处理中 · Processing", false, true)
+        }
+        "awaiting_payment" => ("待支付 · Awaiting payment", true, true),
+        "paying" => ("支付确认中 · Confirming payment", false, false),
+        "completed" => ("已支付 · Paid", false, false),
+        "compensating" => ("取消中 · Cancelling", false, false),
+        "compensated" => ("已取消 · Cancelled", false, false),
+        "stuck" => ("异常处理中 · On hold", false, false),
+        "failed" => ("失败 · Failed", false, false),
+        _ => ("未知 · Unknown", false, false),
+    }
+}
+
+/// `/orders`: the shopper's orders, newest first, with pay and cancel where they apply.
+async fn orders_page(
+    State(state): State<AppState>,
+    PageUser(user): PageUser,
+    Query(q): Query<OrdersQuery>,
+) -> Result<Response, ApiError> {
+    let page = q
+        .page
+        .as_deref()
+        .and_then(|p| p.trim().parse::<i64>().ok())
+        .filter(|p| (1..=1_000_000).contains(p))
+        .unwrap_or(1);
+    let (rows, total) = state
+        .db
+        .orders_of(
+            user.username.as_str(),
+            ORDERS_PER_PAGE,
+            (page - 1) * ORDERS_PER_PAGE,
+        )
+        .await?;
+    let orders: Vec<OrderView> = rows
+        .into_iter()
+        .map(|(row, saga_state)| {
+            let (label, payable, cancellable) = state_label(&saga_state);
+            OrderView {
+                created: row.create_time.format("%Y-%m-%d %H:%M UTC").to_string(),
+                created_iso: row.create_time.to_rfc3339(),
+                id: row.id,
+                total_num: row.total_num,
+                pay_money: row.pay_money,
+                state: saga_state,
+                label,
+                payable,
+                cancellable,
+            }
+        })
+        .collect();
+    let pages = (total.max(0) as u64).div_ceil(ORDERS_PER_PAGE as u64);
+    Ok(state
+        .pages
+        .render(
+            "orders.html",
+            context! {
+                shop_nav => "orders",
+                username => user.username.as_str(),
+                is_admin => user.is_admin(),
+                orders,
+                page,
+                pages,
+                total,
             },
         )?
         .into_response())

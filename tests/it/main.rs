@@ -49,6 +49,7 @@ macro_rules! each_backend {
 }
 
 mod admin;
+mod browser;
 mod checkout;
 mod cli;
 mod compensation;
@@ -62,4 +63,5 @@ mod passivation;
 mod payments;
 mod reconciliation;
 mod recovery;
+mod shop_pages;
 mod smoke;
