@@ -16,7 +16,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            .set_buckets(&[
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
             .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();
@@ -32,10 +34,22 @@ fn describe() {
     metrics::describe_counter!("ordersaga_sagas_started_total", "Checkout sagas started");
     metrics::describe_counter!("ordersaga_sagas_completed_total", "Sagas completed (paid)");
     metrics::describe_counter!("ordersaga_sagas_compensated_total", "Sagas undone (closed)");
-    metrics::describe_counter!("ordersaga_sagas_failed_total", "Sagas refused before taking anything");
-    metrics::describe_counter!("ordersaga_sagas_stuck_total", "Sagas stuck on a failing compensation");
-    metrics::describe_histogram!("ordersaga_saga_step_duration_seconds", "Time a saga step took, by step");
-    metrics::describe_counter!("ordersaga_notifications_total", "WeChat payment notifications, by result");
+    metrics::describe_counter!(
+        "ordersaga_sagas_failed_total",
+        "Sagas refused before taking anything"
+    );
+    metrics::describe_counter!(
+        "ordersaga_sagas_stuck_total",
+        "Sagas stuck on a failing compensation"
+    );
+    metrics::describe_histogram!(
+        "ordersaga_saga_step_duration_seconds",
+        "Time a saga step took, by step"
+    );
+    metrics::describe_counter!(
+        "ordersaga_notifications_total",
+        "WeChat payment notifications, by result"
+    );
 }
 
 /// A saga was created.
@@ -45,7 +59,8 @@ pub fn saga_started() {
 
 /// A transition was committed: counts arrivals in the notable phases and times the step.
 pub fn transition(from: Phase, to: Phase, step: &'static str, took: Duration) {
-    metrics::histogram!("ordersaga_saga_step_duration_seconds", "step" => step).record(took.as_secs_f64());
+    metrics::histogram!("ordersaga_saga_step_duration_seconds", "step" => step)
+        .record(took.as_secs_f64());
     if from == to {
         return;
     }
@@ -77,7 +92,10 @@ pub fn reconciler(stats: &ReconcilerStats) {
     g("ordersaga_reconciler_passes", stats.passes as f64);
     g("ordersaga_reconciler_claimed", stats.claimed as f64);
     g("ordersaga_reconciler_queried", stats.queried as f64);
-    g("ordersaga_reconciler_paid", stats.paid_by_reconciliation as f64);
+    g(
+        "ordersaga_reconciler_paid",
+        stats.paid_by_reconciliation as f64,
+    );
     g("ordersaga_reconciler_rescheduled", stats.rescheduled as f64);
     g("ordersaga_reconciler_failed", stats.failed as f64);
     g("ordersaga_reconciler_queue_depth", stats.queue.depth as f64);

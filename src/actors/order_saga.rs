@@ -446,9 +446,15 @@ impl SagaActorState {
 
     /// After a transition committed: the new state is ours, watchers see it, metrics count it.
     fn committed(&mut self, event: &Event, next: SagaState, started: std::time::Instant) {
-        let (from, version) = self.saga.as_ref().map_or((next.phase, 0), |s| (s.state.phase, s.version));
+        let (from, version) = self
+            .saga
+            .as_ref()
+            .map_or((next.phase, 0), |s| (s.state.phase, s.version));
         crate::metrics::transition(from, next.phase, event.kind(), started.elapsed());
-        self.saga = Some(StoredSaga { state: next, version: version + 1 });
+        self.saga = Some(StoredSaga {
+            state: next,
+            version: version + 1,
+        });
         self.publish();
     }
 

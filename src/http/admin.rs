@@ -220,8 +220,18 @@ struct SagaQuery {
 }
 
 pub(super) const STATES: [&str; 12] = [
-    "started", "stock_reserved", "order_written", "points_awarded", "cart_cleared", "awaiting_payment",
-    "paying", "compensating", "stuck", "completed", "compensated", "failed",
+    "started",
+    "stock_reserved",
+    "order_written",
+    "points_awarded",
+    "cart_cleared",
+    "awaiting_payment",
+    "paying",
+    "compensating",
+    "stuck",
+    "completed",
+    "compensated",
+    "failed",
 ];
 
 fn time_param(raw: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
@@ -230,18 +240,27 @@ fn time_param(raw: &Option<String>, field: &'static str) -> Result<Option<i64>, 
         .map(|s| {
             chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| t.timestamp_millis())
-                .map_err(|_| ApiError::invalid(field, "an RFC 3339 time, e.g. 2026-12-04T10:00:00Z"))
+                .map_err(|_| {
+                    ApiError::invalid(field, "an RFC 3339 time, e.g. 2026-12-04T10:00:00Z")
+                })
         })
         .transpose()
 }
 
-async fn list_sagas(State(app): State<AppState>, _op: Operator, QueryParams(q): QueryParams<SagaQuery>) -> Result<Response, ApiError> {
+async fn list_sagas(
+    State(app): State<AppState>,
+    _op: Operator,
+    QueryParams(q): QueryParams<SagaQuery>,
+) -> Result<Response, ApiError> {
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let state = nonempty(&q.state);
     if let Some(s) = &state
         && !STATES.contains(&s.as_str())
     {
-        return Err(ApiError::invalid("state", format!("one of {}", STATES.join(", "))));
+        return Err(ApiError::invalid(
+            "state",
+            format!("one of {}", STATES.join(", ")),
+        ));
     }
     let limit = match q.limit.as_deref() {
         None | Some("") => 50,
@@ -254,8 +273,14 @@ async fn list_sagas(State(app): State<AppState>, _op: Operator, QueryParams(q): 
     let after = match nonempty(&q.cursor) {
         None => None,
         Some(c) => {
-            let (ms, id) = c.split_once('_').ok_or_else(|| ApiError::invalid("cursor", "not a cursor from this API"))?;
-            Some((ms.parse::<i64>().map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))?, id.to_owned()))
+            let (ms, id) = c
+                .split_once('_')
+                .ok_or_else(|| ApiError::invalid("cursor", "not a cursor from this API"))?;
+            Some((
+                ms.parse::<i64>()
+                    .map_err(|_| ApiError::invalid("cursor", "not a cursor from this API"))?,
+                id.to_owned(),
+            ))
         }
     };
     let filter = SagaFilter {
@@ -270,28 +295,49 @@ async fn list_sagas(State(app): State<AppState>, _op: Operator, QueryParams(q): 
     let mut rows = app.db.list_sagas(&filter).await?;
     let next = (rows.len() as i64 > limit).then(|| {
         rows.truncate(limit as usize);
-        rows.last().map(|r| format!("{}_{}", r.created_at_ms, r.order_id))
+        rows.last()
+            .map(|r| format!("{}_{}", r.created_at_ms, r.order_id))
     });
     let items: Vec<_> = rows.iter().map(saga_item).collect();
-    Ok(ok("query succeeded", serde_json::json!({ "items": items, "nextCursor": next.flatten() })))
+    Ok(ok(
+        "query succeeded",
+        serde_json::json!({ "items": items, "nextCursor": next.flatten() }),
+    ))
 }
 
-async fn show_saga(State(app): State<AppState>, _op: Operator, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn show_saga(
+    State(app): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let order: OrderId = id.parse()?;
-    let row = app.db.saga_row(order).await?.ok_or_else(|| ApiError::NotFound(format!("no saga for order {order}")))?;
+    let row = app
+        .db
+        .saga_row(order)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no saga for order {order}")))?;
     let state = row.saga()?;
     let mut saga = saga_item(&row);
     saga["endReason"] = serde_json::to_value(&state.end_reason).unwrap_or_default();
-    saga["paid"] = serde_json::Value::Bool(state.payment.is_some() && state.phase != Phase::Compensated);
-    saga["transactionId"] = serde_json::to_value(state.payment.as_ref().map(|p| &p.transaction_id)).unwrap_or_default();
-    saga["codeUrl"] = serde_json::to_value(state.wx.as_ref().and_then(|w| w.code_url.clone())).unwrap_or_default();
+    saga["paid"] =
+        serde_json::Value::Bool(state.payment.is_some() && state.phase != Phase::Compensated);
+    saga["transactionId"] =
+        serde_json::to_value(state.payment.as_ref().map(|p| &p.transaction_id)).unwrap_or_default();
+    saga["codeUrl"] = serde_json::to_value(state.wx.as_ref().and_then(|w| w.code_url.clone()))
+        .unwrap_or_default();
     let journal = app.db.journal(order).await?;
     let timeline = timeline(&journal);
     let (order_row, items) = match app.db.order(order).await? {
         Some((o, items)) => (Some(o), items),
         None => (None, Vec::new()),
     };
-    let alerts: Vec<_> = app.db.alerts(Some(order), AlertFilter::All, 100).await?.iter().map(alert_item).collect();
+    let alerts: Vec<_> = app
+        .db
+        .alerts(Some(order), AlertFilter::All, 100)
+        .await?
+        .iter()
+        .map(alert_item)
+        .collect();
     Ok(ok(
         "query succeeded",
         serde_json::json!({ "saga": saga, "order": order_row, "items": items, "timeline": timeline, "alerts": alerts }),
@@ -323,23 +369,45 @@ struct AlertQuery {
     resolved: Option<String>,
 }
 
-async fn list_alerts(State(app): State<AppState>, _op: Operator, QueryParams(q): QueryParams<AlertQuery>) -> Result<Response, ApiError> {
+async fn list_alerts(
+    State(app): State<AppState>,
+    _op: Operator,
+    QueryParams(q): QueryParams<AlertQuery>,
+) -> Result<Response, ApiError> {
     let filter = match q.resolved.as_deref() {
         None | Some("") | Some("false") => AlertFilter::Open,
         Some("true") => AlertFilter::Resolved,
         Some("all") => AlertFilter::All,
         Some(_) => return Err(ApiError::invalid("resolved", "false, true or all")),
     };
-    let items: Vec<_> = app.db.alerts(None, filter, 500).await?.iter().map(alert_item).collect();
+    let items: Vec<_> = app
+        .db
+        .alerts(None, filter, 500)
+        .await?
+        .iter()
+        .map(alert_item)
+        .collect();
     Ok(ok("query succeeded", serde_json::json!({ "items": items })))
 }
 
-async fn resolve_alert(State(app): State<AppState>, Operator(op): Operator, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id: i64 = id.parse().map_err(|_| ApiError::invalid("id", "an alert id"))?;
-    match app.db.resolve_alert(id, op.username.as_str(), app.clock.now().timestamp_millis()).await? {
+async fn resolve_alert(
+    State(app): State<AppState>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid("id", "an alert id"))?;
+    match app
+        .db
+        .resolve_alert(id, op.username.as_str(), app.clock.now().timestamp_millis())
+        .await?
+    {
         Resolve::Done => Ok(ok("alert resolved", serde_json::json!({ "id": id }))),
         Resolve::NotFound => Err(ApiError::NotFound(format!("no alert {id}"))),
-        Resolve::AlreadyResolved => Err(ApiError::Conflict(format!("alert {id} is already resolved"))),
+        Resolve::AlreadyResolved => Err(ApiError::Conflict(format!(
+            "alert {id} is already resolved"
+        ))),
     }
 }
 
@@ -347,8 +415,13 @@ async fn resolve_alert(State(app): State<AppState>, Operator(op): Operator, Path
 /// percentiles over the last hour, and the reconciler.
 async fn stats(State(app): State<AppState>, _op: Operator) -> Result<Response, ApiError> {
     let now = app.clock.now().timestamp_millis();
-    let by_state: serde_json::Map<String, serde_json::Value> =
-        app.db.saga_counts().await?.into_iter().map(|(s, n)| (s, n.into())).collect();
+    let by_state: serde_json::Map<String, serde_json::Value> = app
+        .db
+        .saga_counts()
+        .await?
+        .into_iter()
+        .map(|(s, n)| (s, n.into()))
+        .collect();
     let events = app.db.recent_events(now - 3_600_000, 50_000).await?;
     let minute = |ms: i64| (ms / 60_000) * 60_000;
     let per_minute = |kind: &str| {
@@ -358,7 +431,10 @@ async fn stats(State(app): State<AppState>, _op: Operator) -> Result<Response, A
                 *counts.entry(minute(*at)).or_insert(0i64) += 1;
             }
         }
-        counts.into_iter().map(|(m, n)| serde_json::json!({ "minute": rfc3339(m), "count": n })).collect::<Vec<_>>()
+        counts
+            .into_iter()
+            .map(|(m, n)| serde_json::json!({ "minute": rfc3339(m), "count": n }))
+            .collect::<Vec<_>>()
     };
     let latencies = step_latencies(&events);
     let reconciler = app.reconciler.stats().await?;
@@ -382,7 +458,10 @@ fn step_latencies(events: &[(String, i64, String, i64)]) -> serde_json::Value {
     for pair in sorted.windows(2) {
         let (prev, next) = (pair[0], pair[1]);
         if prev.0 == next.0 && next.1 == prev.1 + 1 {
-            by_kind.entry(next.2.as_str()).or_default().push(next.3 - prev.3);
+            by_kind
+                .entry(next.2.as_str())
+                .or_default()
+                .push(next.3 - prev.3);
         }
     }
     let pct = |v: &[i64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
@@ -403,7 +482,10 @@ async fn metrics(State(app): State<AppState>) -> Response {
         crate::metrics::reconciler(&stats);
     }
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         crate::metrics::handle().render(),
     )
         .into_response()

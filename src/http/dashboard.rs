@@ -20,7 +20,9 @@ use crate::domain::OrderId;
 use crate::store::admin::{AlertFilter, SagaFilter};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin", get(overview)).route("/admin/sagas/{id}", get(saga_page))
+    Router::new()
+        .route("/admin", get(overview))
+        .route("/admin/sagas/{id}", get(saga_page))
 }
 
 /// An operator on a page: no login → the login page; a shopper → 403.
@@ -35,7 +37,11 @@ impl IntoResponse for PageRejection {
     fn into_response(self) -> Response {
         match self {
             PageRejection::Login(r) => r.into_response(),
-            PageRejection::Forbidden => (StatusCode::FORBIDDEN, axum::response::Html("<h1>403</h1><p>Operators only.</p>")).into_response(),
+            PageRejection::Forbidden => (
+                StatusCode::FORBIDDEN,
+                axum::response::Html("<h1>403</h1><p>Operators only.</p>"),
+            )
+                .into_response(),
         }
     }
 }
@@ -43,8 +49,13 @@ impl IntoResponse for PageRejection {
 impl FromRequestParts<AppState> for PageOperator {
     type Rejection = PageRejection;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let PageUser(user) = PageUser::from_request_parts(parts, state).await.map_err(PageRejection::Login)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let PageUser(user) = PageUser::from_request_parts(parts, state)
+            .await
+            .map_err(PageRejection::Login)?;
         if !user.is_admin() {
             return Err(PageRejection::Forbidden);
         }
@@ -60,7 +71,11 @@ struct Filters {
     order_id: Option<String>,
 }
 
-async fn overview(State(app): State<AppState>, PageOperator(op): PageOperator, Query(f): Query<Filters>) -> Result<Response, ApiError> {
+async fn overview(
+    State(app): State<AppState>,
+    PageOperator(op): PageOperator,
+    Query(f): Query<Filters>,
+) -> Result<Response, ApiError> {
     let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let state = nonempty(f.state).filter(|s| STATES.contains(&s.as_str()));
     let username = nonempty(f.username);
@@ -77,7 +92,13 @@ async fn overview(State(app): State<AppState>, PageOperator(op): PageOperator, Q
         .await?;
     let sagas: Vec<_> = rows.iter().map(saga_item).collect();
     let counts = app.db.saga_counts().await?;
-    let alerts: Vec<_> = app.db.alerts(None, AlertFilter::Open, 50).await?.iter().map(alert_item).collect();
+    let alerts: Vec<_> = app
+        .db
+        .alerts(None, AlertFilter::Open, 50)
+        .await?
+        .iter()
+        .map(alert_item)
+        .collect();
     let reconciler = app.reconciler.stats().await?;
     Ok(app
         .pages
@@ -99,15 +120,33 @@ async fn overview(State(app): State<AppState>, PageOperator(op): PageOperator, Q
 }
 
 /// Journal kinds that belong to undoing, and to failures, drawn in their own colours.
-const COMPENSATION_KINDS: [&str; 6] =
-    ["cancel_requested", "deadline_reached", "wx_order_closed", "points_revoked", "order_closed", "stock_released"];
+const COMPENSATION_KINDS: [&str; 6] = [
+    "cancel_requested",
+    "deadline_reached",
+    "wx_order_closed",
+    "points_revoked",
+    "order_closed",
+    "stock_released",
+];
 
-async fn saga_page(State(app): State<AppState>, PageOperator(op): PageOperator, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn saga_page(
+    State(app): State<AppState>,
+    PageOperator(op): PageOperator,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let order: OrderId = id.parse()?;
-    let row = app.db.saga_row(order).await?.ok_or_else(|| ApiError::NotFound(format!("no saga for order {order}")))?;
+    let row = app
+        .db
+        .saga_row(order)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no saga for order {order}")))?;
     let state = row.saga()?;
     let journal = app.db.journal(order).await?;
-    let total_ms = journal.last().zip(journal.first()).map_or(0, |(l, f)| l.at_ms - f.at_ms).max(1);
+    let total_ms = journal
+        .last()
+        .zip(journal.first())
+        .map_or(0, |(l, f)| l.at_ms - f.at_ms)
+        .max(1);
     let events: Vec<_> = timeline(&journal)
         .into_iter()
         .map(|mut e| {
@@ -124,11 +163,19 @@ async fn saga_page(State(app): State<AppState>, PageOperator(op): PageOperator, 
             let since = e["sincePreviousMs"].as_i64().unwrap_or(0);
             e["class"] = class.into();
             // Bar width: share of the saga's whole duration, at least visible.
-            e["width"] = ((since as f64 / total_ms as f64 * 100.0).clamp(1.0, 100.0)).round().into();
+            e["width"] = ((since as f64 / total_ms as f64 * 100.0).clamp(1.0, 100.0))
+                .round()
+                .into();
             e
         })
         .collect();
-    let alerts: Vec<_> = app.db.alerts(Some(order), AlertFilter::All, 50).await?.iter().map(alert_item).collect();
+    let alerts: Vec<_> = app
+        .db
+        .alerts(Some(order), AlertFilter::All, 50)
+        .await?
+        .iter()
+        .map(alert_item)
+        .collect();
     let mut saga = saga_item(&row);
     saga["endReason"] = serde_json::to_value(&state.end_reason).unwrap_or_default();
     Ok(app

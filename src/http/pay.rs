@@ -135,7 +135,11 @@ const NOTIFY_BUDGET: Duration = Duration::from_secs(4);
 /// duplicate is harmless and a crash before that makes WeChat send it again.
 async fn notify_wechat(State(app): State<AppState>, body: Bytes) -> Response {
     let xml_reply = |status: StatusCode, body: String| {
-        crate::metrics::notification(if status == StatusCode::OK { "accepted" } else { "rejected" });
+        crate::metrics::notification(if status == StatusCode::OK {
+            "accepted"
+        } else {
+            "rejected"
+        });
         (
             status,
             [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],

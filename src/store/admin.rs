@@ -73,7 +73,10 @@ pub enum Resolve {
 impl Db {
     /// Sagas newest first (created time, then order id), at most `limit`.
     pub async fn list_sagas(&self, f: &SagaFilter) -> anyhow::Result<Vec<SagaRow>> {
-        let (after_ms, after_id) = f.after.clone().map_or((None, None), |(ms, id)| (Some(ms), Some(id)));
+        let (after_ms, after_id) = f
+            .after
+            .clone()
+            .map_or((None, None), |(ms, id)| (Some(ms), Some(id)));
         Ok(on_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT order_id, username, state, data, deadline_at_ms, last_error, created_at_ms, updated_at_ms
@@ -119,7 +122,12 @@ impl Db {
     }
 
     /// Alerts, newest first; of one order when `order` is given.
-    pub async fn alerts(&self, order: Option<OrderId>, filter: AlertFilter, limit: i64) -> anyhow::Result<Vec<AlertRow>> {
+    pub async fn alerts(
+        &self,
+        order: Option<OrderId>,
+        filter: AlertFilter,
+        limit: i64,
+    ) -> anyhow::Result<Vec<AlertRow>> {
         let resolved: Option<bool> = match filter {
             AlertFilter::Open => Some(false),
             AlertFilter::Resolved => Some(true),
@@ -154,21 +162,34 @@ impl Db {
             return Ok(Resolve::Done);
         }
         let exists: Option<(i64,)> = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT id FROM saga_alert WHERE id = $1").bind(id).fetch_optional(pool).await?
+            sqlx::query_as("SELECT id FROM saga_alert WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
         });
-        Ok(if exists.is_some() { Resolve::AlreadyResolved } else { Resolve::NotFound })
+        Ok(if exists.is_some() {
+            Resolve::AlreadyResolved
+        } else {
+            Resolve::NotFound
+        })
     }
 
     /// Sagas per state.
     pub async fn saga_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         Ok(on_pool!(self, |pool| {
-            sqlx::query_as("SELECT state, COUNT(*) FROM saga GROUP BY state ORDER BY state").fetch_all(pool).await?
+            sqlx::query_as("SELECT state, COUNT(*) FROM saga GROUP BY state ORDER BY state")
+                .fetch_all(pool)
+                .await?
         }))
     }
 
     /// Journal entries since `since_ms` (at most `limit`, newest kept), for activity
     /// figures and step latencies: (order, seq, kind, at_ms).
-    pub async fn recent_events(&self, since_ms: i64, limit: i64) -> anyhow::Result<Vec<(String, i64, String, i64)>> {
+    pub async fn recent_events(
+        &self,
+        since_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(String, i64, String, i64)>> {
         Ok(on_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT order_id, seq, kind, at_ms FROM saga_event WHERE at_ms >= $1

@@ -10,8 +10,13 @@ use serde_json::Value;
 use crate::support::{TestApp, wait_until};
 
 async fn operator(app: &TestApp) -> String {
-    let user = app.create_user("ops", "x", &[Role::User, Role::Admin]).await;
-    app.state.tokens.issue(&user, &[Role::User, Role::Admin], chrono::Utc::now()).unwrap()
+    let user = app
+        .create_user("ops", "x", &[Role::User, Role::Admin])
+        .await;
+    app.state
+        .tokens
+        .issue(&user, &[Role::User, Role::Admin], chrono::Utc::now())
+        .unwrap()
 }
 
 async fn orders(app: &TestApp, n: usize, tag: &str) -> Vec<(String, OrderId)> {
@@ -22,13 +27,21 @@ async fn orders(app: &TestApp, n: usize, tag: &str) -> Vec<(String, OrderId)> {
         app.fill_cart(&user, sku, 1).await;
         let (status, body) = app.checkout(&token).await;
         assert_eq!(status, 200, "{body}");
-        out.push((token, body["data"]["orderId"].as_str().unwrap().parse().unwrap()));
+        out.push((
+            token,
+            body["data"]["orderId"].as_str().unwrap().parse().unwrap(),
+        ));
     }
     out
 }
 
 fn ids(body: &Value) -> Vec<String> {
-    body["data"]["items"].as_array().unwrap().iter().map(|i| i["orderId"].as_str().unwrap().to_owned()).collect()
+    body["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["orderId"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 on_both_backends! {

@@ -8,7 +8,13 @@ use reqwest::header;
 use crate::support::{TestApp, wait_until};
 
 async fn page(app: &TestApp, path: &str, token: &str) -> (u16, String) {
-    let resp = app.http.get(app.url(path)).header(header::COOKIE, format!("Authorization={token}")).send().await.unwrap();
+    let resp = app
+        .http
+        .get(app.url(path))
+        .header(header::COOKIE, format!("Authorization={token}"))
+        .send()
+        .await
+        .unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
