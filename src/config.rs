@@ -19,7 +19,9 @@ use crate::store::DbUrl;
     about = "Checkout and payment orchestrator: one durable saga per order, WeChat Pay v2 Native",
     long_about = "Checkout and payment orchestrator for an online shop.\n\n\
         Without a subcommand, `ordersaga` runs `serve`. On the defaults it uses an embedded \
-        SQLite database under data/ and keeps the cart in it; `--demo` seeds a demo shop.",
+        SQLite database under data/ (cart and pay-log queue included) and the embedded WeChat \
+        Pay simulator at /wxpay-sim, so the whole checkout works offline; `--demo` seeds a \
+        demo shop.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {

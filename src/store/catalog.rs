@@ -142,14 +142,4 @@ impl Db {
         });
         Ok(())
     }
-
-    /// How many SKUs the catalogue holds (demo seeding checks for an empty shop).
-    pub async fn sku_count(&self) -> anyhow::Result<i64> {
-        let (n,): (i64,) = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT COUNT(*) FROM tb_sku")
-                .fetch_one(pool)
-                .await?
-        });
-        Ok(n)
-    }
 }

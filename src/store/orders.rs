@@ -155,16 +155,29 @@ pub struct OrderItemRow {
     pub image: Option<String>,
 }
 
+/// `SELECT <the columns of OrderRow> [, extra columns] FROM tb_order <tail>`.
 macro_rules! select_orders {
     ($tail:literal) => {
+        select_orders!("", $tail)
+    };
+    ($extra:literal, $tail:literal) => {
         concat!(
             "SELECT id, CAST(total_num AS BIGINT) AS total_num, CAST(total_money AS BIGINT) AS total_money, ",
             "CAST(pay_money AS BIGINT) AS pay_money, pay_type, create_time, update_time, pay_time, close_time, ",
             "username, buyer_message, receiver_contact, receiver_mobile, receiver_address, transaction_id, ",
-            "order_status, pay_status FROM tb_order ",
+            "order_status, pay_status",
+            $extra,
+            " FROM tb_order ",
             $tail
         )
     };
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderWithState {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    saga_state: String,
 }
 
 impl super::Db {
@@ -200,8 +213,10 @@ impl super::Db {
         limit: i64,
         offset: i64,
     ) -> anyhow::Result<(Vec<(OrderRow, String)>, i64)> {
-        let rows: Vec<OrderRow> = crate::on_pool!(self, |pool| {
+        // One statement: each order with its saga's state.
+        let rows: Vec<OrderWithState> = crate::on_pool!(self, |pool| {
             sqlx::query_as(select_orders!(
+                ", COALESCE((SELECT state FROM saga WHERE saga.order_id = tb_order.id), 'unknown') AS saga_state",
                 "WHERE username = $1 ORDER BY create_time DESC, id DESC LIMIT $2 OFFSET $3"
             ))
             .bind(username)
@@ -216,16 +231,7 @@ impl super::Db {
                 .fetch_one(pool)
                 .await?
         });
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (state,): (String,) = crate::on_pool!(self, |pool| {
-                sqlx::query_as("SELECT state FROM saga WHERE order_id = $1")
-                    .bind(&row.id)
-                    .fetch_one(pool)
-                    .await?
-            });
-            out.push((row, state));
-        }
+        let out = rows.into_iter().map(|r| (r.order, r.saga_state)).collect();
         Ok((out, total))
     }
 }

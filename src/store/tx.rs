@@ -44,8 +44,4 @@ impl StoreTx {
             StoreTx::Sqlite(tx) => tx.commit().await,
         }
     }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, StoreTx::Pg(_))
-    }
 }

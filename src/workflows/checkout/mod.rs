@@ -338,20 +338,6 @@ impl Event {
             Event::WxOrderPaid { .. } => "wx_order_paid",
         }
     }
-
-    /// Events that come from outside the saga rather than from its own commands.
-    pub fn is_external(&self) -> bool {
-        matches!(
-            self,
-            Event::PaymentConfirmed { .. }
-                | Event::PaymentFailed { .. }
-                | Event::CancelRequested { .. }
-                | Event::DeadlineReached
-                | Event::RetryRequested { .. }
-                | Event::WxOrderRequested { .. }
-                | Event::WxOrderCreated { .. }
-        )
-    }
 }
 
 /// Effects, as data: the actor executes them through the ports.
