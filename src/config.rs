@@ -39,6 +39,9 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Run the WeChat Pay v2 simulator on its own port.
     WxpaySim(SimArgs),
+    /// Load generator: checkouts and payments on a temporary PostgreSQL database and SQLite
+    /// file, over HTTP; prints throughput, latency and their ratio.
+    Bench(crate::bench::BenchArgs),
     /// Mint a token signed with the server's HS256 secret (printed alone on stdout).
     #[command(
         long_about = "Mint a token signed with the server's HS256 secret; only the token is \

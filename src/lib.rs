@@ -19,10 +19,12 @@
 //! - [`config`] – the command line and its `ORDERSAGA_*` variables.
 //! - [`app`] – wiring configuration into a running service, and shutdown.
 //! - [`clock`] – injected time.
+//! - [`bench`] – the load generator (`ordersaga bench`).
 
 pub mod actors;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod cart;
 pub mod cli;
 pub mod clock;

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::WxpaySim(args)) => wxpay_sim(args).await,
+        Some(Command::Bench(args)) => ordersaga::bench::run(args).await,
         None => serve(parsed.serve).await,
     };
     done.map(|()| ExitCode::SUCCESS)

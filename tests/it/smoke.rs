@@ -104,3 +104,43 @@ async fn the_simulator_runs_on_its_own_and_speaks_wechat_xml() {
     assert_eq!(faults["dropAllNotifications"], false, "{faults}");
     assert!(process.terminate().await.success());
 }
+
+/// The load generator runs end to end (tiny sizes): every checkout answered and paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_runs_on_both_backends() {
+    let out = tokio::process::Command::new(crate::support::binary())
+        .args([
+            "bench",
+            "--orders",
+            "20",
+            "--concurrency",
+            "4",
+            "--pg-admin-url",
+            &crate::support::pg_admin_url(),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for backend in ["postgres", "sqlite"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(backend))
+            .unwrap_or_else(|| panic!("no {backend} row: {stdout}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            (cols[1], cols[2]),
+            ("20", "20"),
+            "all checkouts answered 200: {row}"
+        );
+    }
+    assert!(stdout.contains("ratio postgres/sqlite"), "{stdout}");
+}
