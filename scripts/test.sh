@@ -82,5 +82,7 @@ log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast --test-threads 4
 else
-  cargo test --no-fail-fast -- --test-threads 4
+  # Without nextest every test shares one process: the Prometheus recorder is
+  # process-wide, so run them one at a time for exact metric deltas.
+  cargo test --no-fail-fast -- --test-threads 1
 fi
