@@ -416,20 +416,7 @@ pub enum SagasCommand {
 }
 
 /// The states a saga can be in, as the server names them.
-pub const SAGA_STATES: [&str; 12] = [
-    "started",
-    "stock_reserved",
-    "order_written",
-    "points_awarded",
-    "cart_cleared",
-    "awaiting_payment",
-    "paying",
-    "compensating",
-    "stuck",
-    "completed",
-    "compensated",
-    "failed",
-];
+pub use crate::workflows::checkout::PHASE_NAMES as SAGA_STATES;
 
 #[derive(Args, Debug, Clone)]
 pub struct SagaListArgs {

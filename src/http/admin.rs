@@ -219,20 +219,7 @@ struct SagaQuery {
     cursor: Option<String>,
 }
 
-pub(super) const STATES: [&str; 12] = [
-    "started",
-    "stock_reserved",
-    "order_written",
-    "points_awarded",
-    "cart_cleared",
-    "awaiting_payment",
-    "paying",
-    "compensating",
-    "stuck",
-    "completed",
-    "compensated",
-    "failed",
-];
+pub(super) use crate::workflows::checkout::PHASE_NAMES as STATES;
 
 fn time_param(raw: &Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
     raw.as_deref()

@@ -127,41 +127,45 @@ async fn reserved_before(tx: &mut StoreTx, order_key: &str) -> anyhow::Result<Op
 /// Gives the order's reserved units back to `tb_sku.num`. Lines already released or
 /// committed are left alone, so a repeat changes nothing.
 pub async fn release(tx: &mut StoreTx, order: OrderId) -> anyhow::Result<()> {
-    let rows: Vec<(i64, i64)> = on_conn!(tx, |conn| {
-        sqlx::query_as(
-            "UPDATE stock_reservation SET state = 'released'
-             WHERE order_id = $1 AND state = 'reserved' RETURNING sku_id, CAST(num AS BIGINT)",
-        )
-        .bind(order.to_string())
-        .fetch_all(&mut *conn)
-        .await?
-    });
-    for (sku, num) in sorted(rows) {
-        on_conn!(tx, |conn| {
-            sqlx::query("UPDATE tb_sku SET num = num + $1 WHERE id = $2")
-                .bind(num)
-                .bind(sku)
-                .execute(&mut *conn)
-                .await?;
-        });
-    }
-    Ok(())
+    settle(tx, order, Settle::Release).await
 }
 
 /// Marks the order's reserved units as sold (`sale_num`), once.
 pub async fn commit(tx: &mut StoreTx, order: OrderId) -> anyhow::Result<()> {
-    let rows: Vec<(i64, i64)> = on_conn!(tx, |conn| {
-        sqlx::query_as(
+    settle(tx, order, Settle::Commit).await
+}
+
+/// How a reservation ends.
+#[derive(Clone, Copy)]
+enum Settle {
+    Release,
+    Commit,
+}
+
+/// Moves the order's `reserved` lines to their final state and applies their units to
+/// `tb_sku`. Only `reserved` lines move, so each line is settled once.
+async fn settle(tx: &mut StoreTx, order: OrderId, how: Settle) -> anyhow::Result<()> {
+    let (mark, apply): (&'static str, &'static str) = match how {
+        Settle::Release => (
+            "UPDATE stock_reservation SET state = 'released'
+             WHERE order_id = $1 AND state = 'reserved' RETURNING sku_id, CAST(num AS BIGINT)",
+            "UPDATE tb_sku SET num = num + $1 WHERE id = $2",
+        ),
+        Settle::Commit => (
             "UPDATE stock_reservation SET state = 'committed'
              WHERE order_id = $1 AND state = 'reserved' RETURNING sku_id, CAST(num AS BIGINT)",
-        )
-        .bind(order.to_string())
-        .fetch_all(&mut *conn)
-        .await?
+            "UPDATE tb_sku SET sale_num = sale_num + $1 WHERE id = $2",
+        ),
+    };
+    let rows: Vec<(i64, i64)> = on_conn!(tx, |conn| {
+        sqlx::query_as(mark)
+            .bind(order.to_string())
+            .fetch_all(&mut *conn)
+            .await?
     });
     for (sku, num) in sorted(rows) {
         on_conn!(tx, |conn| {
-            sqlx::query("UPDATE tb_sku SET sale_num = sale_num + $1 WHERE id = $2")
+            sqlx::query(apply)
                 .bind(num)
                 .bind(sku)
                 .execute(&mut *conn)

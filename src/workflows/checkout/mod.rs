@@ -151,8 +151,24 @@ pub enum CompStep {
     ReleaseStock,
 }
 
+/// Every name [`Phase::name`] can return: the values of `saga.state`.
+pub const PHASE_NAMES: [&str; 12] = [
+    "started",
+    "stock_reserved",
+    "order_written",
+    "points_awarded",
+    "cart_cleared",
+    "awaiting_payment",
+    "paying",
+    "compensating",
+    "stuck",
+    "completed",
+    "compensated",
+    "failed",
+];
+
 impl Phase {
-    /// The name stored in `saga.state` and shown to operators.
+    /// The name stored in `saga.state` and shown to operators (one of [`PHASE_NAMES`]).
     pub fn name(self) -> &'static str {
         match self {
             Phase::Started => "started",

@@ -3321,3 +3321,24 @@ fn the_random_driver_reaches_every_ending_and_situation() {
         );
     }
 }
+
+#[test]
+fn every_phase_name_is_listed_in_phase_names() {
+    use super::{CompStep, PHASE_NAMES};
+    let all = [
+        Phase::Started,
+        Phase::StockReserved,
+        Phase::OrderWritten,
+        Phase::PointsAwarded,
+        Phase::CartCleared,
+        Phase::AwaitingPayment,
+        Phase::Paying,
+        Phase::Compensating(CompStep::RevokePoints),
+        Phase::Stuck(CompStep::CloseOrder),
+        Phase::Completed,
+        Phase::Compensated,
+        Phase::Failed,
+    ];
+    let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
+    assert_eq!(names, PHASE_NAMES);
+}
